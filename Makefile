@@ -1,0 +1,40 @@
+# `make demo` and `make test` work from a fresh clone: they create .venv, install, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint browser bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[video,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Headless chromium for the explorer's browser test (Debian package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
+
+demo: install
+	$(PY) -m otcluster_video.demo
+
+test: install browser
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check otcluster otcluster_video benchmarks tests
+
+bench: install
+	$(PY) benchmarks/bench_solver.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,198 @@
+"""Kernel back-ends for the Sinkhorn iteration.
+
+The iteration (``_sinkhorn._iterate``) only needs three things from the N x K side:
+
+* ``build(g)``: (re)build the kernel ``K_ik = exp(lam * x_ik + g_k - m_i)`` with the column
+  potentials ``g`` absorbed and each row shifted by its max ``m_i``;
+* ``fused(v) -> acc``: one pass over the data computing ``s_i = sum_k K_ik v_k``, ``u_i = 1/s_i``
+  and the column sums ``acc_k = sum_i K_ik u_i``, (H, K) float64; also remembers ``u`` and the
+  row argmax of ``K_ik v_k`` (the labels) of that pass;
+* ``potentials / labels / plan`` after the last pass.
+
+Back-ends: a fused numba kernel over a dense matrix (CPU), torch ops over a dense matrix (CUDA,
+or CPU without numba), and a memory-bounded one that recomputes blocks of logits from features
+and head weights every pass (never holds N x K).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DenseNumba", "DenseTorch", "FromFeatures", "have_numba"]
+
+try:  # numba is a dependency, but keep a working torch path if it is absent or broken
+    from . import _kernels_numba as _nb
+
+    _HAVE_NUMBA = True
+except Exception:  # pragma: no cover - exercised only without numba
+    _HAVE_NUMBA = False
+
+
+def have_numba() -> bool:
+    return _HAVE_NUMBA
+
+
+def _row_blocks(n: int, k: int, budget: int = 1 << 22):
+    step = max(1, budget // max(k, 1))
+    for lo in range(0, n, step):
+        yield slice(lo, min(n, lo + step))
+
+
+class DenseNumba:
+    """Dense kernel on CPU, one fused numba pass per iteration."""
+
+    absorb_every_pass = False
+
+    def __init__(self, x: torch.Tensor, lam: float, dtype: torch.dtype):
+        self.x = x.numpy()  # (H, N, K), not modified
+        self.lam = lam
+        H, N, K = x.shape
+        self.shape = (H, N, K)
+        self.kmat_dtype = dtype
+        self.kmat = torch.empty((H, N, K), dtype=dtype)
+        self._k = self.kmat.numpy()
+        self.rowmax = torch.empty((H, N), dtype=torch.float64)
+        self.u = torch.empty((H, N), dtype=dtype)
+        self.labels_ = torch.empty((H, N), dtype=torch.int64)
+        self.ncph = _nb.n_chunks(N)
+        self.partial = torch.empty((H * self.ncph, K), dtype=torch.float64)
+        self.n_bad = 0
+
+    def build(self, g: torch.Tensor) -> None:
+        self.n_bad = int(
+            _nb.build_kernel(self.x, self.lam, g.numpy(), self._k, self.rowmax.numpy(), self.ncph)
+        )
+
+    def fused(self, v: torch.Tensor) -> torch.Tensor:
+        _nb.fused_pass(
+            self._k, v.to(self.kmat.dtype).numpy(), self.u.numpy(), self.partial.numpy(), self.ncph
+        )
+        H, _, K = self.shape
+        return self.partial.view(H, self.ncph, K).sum(1)
+
+    def labels(self, v: torch.Tensor) -> torch.Tensor:
+        _nb.row_argmax(self._k, v.to(self.kmat.dtype).numpy(), self.labels_.numpy(), self.ncph)
+        return self.labels_
+
+    def row_potential(self) -> torch.Tensor:
+        return torch.log(self.u.double()) - self.rowmax
+
+    def plan(self, v: torch.Tensor, c: float) -> torch.Tensor:
+        _nb.scale_plan(self._k, self.u.numpy(), v.to(self.kmat.dtype).numpy(), c)
+        return self.kmat
+
+
+class DenseTorch:
+    """Dense kernel with torch ops (CUDA, or CPU when numba is unavailable)."""
+
+    absorb_every_pass = False
+
+    def __init__(self, x: torch.Tensor, lam: float, dtype: torch.dtype):
+        self.x = x
+        self.lam = lam
+        H, N, K = x.shape
+        self.shape = (H, N, K)
+        self.kmat_dtype = dtype
+        self.kmat = torch.empty((H, N, K), dtype=dtype, device=x.device)
+        self.rowmax = torch.empty((H, N), dtype=torch.float64, device=x.device)
+        self.u = None
+        self.n_bad = 0
+
+    def build(self, g: torch.Tensor) -> None:
+        H, N, K = self.shape
+        gk = g.to(self.kmat.dtype)[:, None, :]
+        bad = 0
+        for b in _row_blocks(N, K * H):
+            z = self.x[:, b].to(self.kmat.dtype) * self.lam + gk
+            bad += int((~torch.isfinite(z)).sum())
+            m = z.amax(-1, keepdim=True)
+            torch.exp(z.sub_(m), out=self.kmat[:, b])
+            self.rowmax[:, b] = m[..., 0].double()
+        self.n_bad = bad
+
+    def fused(self, v: torch.Tensor) -> torch.Tensor:
+        vk = v.to(self.kmat.dtype)
+        s = torch.bmm(self.kmat, vk[:, :, None])[..., 0]
+        u = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+        self.u = u
+        return torch.bmm(u[:, None, :], self.kmat)[:, 0].double()
+
+    def labels(self, v: torch.Tensor) -> torch.Tensor:
+        H, N, K = self.shape
+        vk = v.to(self.kmat.dtype)[:, None, :]
+        out = torch.empty((H, N), dtype=torch.int64, device=self.kmat.device)
+        for b in _row_blocks(N, K * H):
+            out[:, b] = (self.kmat[:, b] * vk).argmax(-1)
+        return out
+
+    def row_potential(self) -> torch.Tensor:
+        return torch.log(self.u.double()) - self.rowmax
+
+    def plan(self, v: torch.Tensor, c: float) -> torch.Tensor:
+        self.kmat.mul_(self.u[:, :, None] * c).mul_(v.to(self.kmat.dtype)[:, None, :])
+        return self.kmat
+
+
+class FromFeatures:
+    """Memory-bounded kernel: logits = features @ W_h^T + b_h recomputed block by block.
+
+    ``x`` is never materialised: each pass computes, per block of rows,
+    ``z = lam * log_softmax(features_b @ W^T + b) + g`` and works in the log domain
+    (the potentials are absorbed every pass, so nothing can over- or underflow).
+    """
+
+    absorb_every_pass = True
+
+    def __init__(self, features, weight, bias, lam, dtype, block_rows):
+        self.f = features  # (N, D)
+        self.w = weight.to(dtype)  # (H, K, D)
+        self.b = None if bias is None else bias.to(dtype)  # (H, K)
+        self.lam = lam
+        H, K, _ = weight.shape
+        N = features.shape[0]
+        self.shape = (H, N, K)
+        self.dtype = self.kmat_dtype = dtype
+        self.block_rows = int(block_rows)
+        self.g = torch.zeros((H, K), dtype=torch.float64, device=features.device)
+        self.labels_ = torch.empty((H, N), dtype=torch.int64, device=features.device)
+        self.logu = torch.empty((H, N), dtype=torch.float64, device=features.device)
+        self.n_bad = 0
+
+    def build(self, g: torch.Tensor) -> None:
+        self.g = g.to(self.dtype)
+
+    def _blocks(self):
+        N = self.shape[1]
+        for lo in range(0, N, self.block_rows):
+            b = slice(lo, min(N, lo + self.block_rows))
+            logits = torch.einsum("nd,hkd->hnk", self.f[b].to(self.dtype), self.w)
+            if self.b is not None:
+                logits = logits + self.b[:, None, :]
+            z = torch.log_softmax(logits, dim=-1).mul_(self.lam).add_(self.g[:, None, :])
+            yield b, z
+
+    def fused(self, v: torch.Tensor) -> torch.Tensor:
+        # v is all ones here (potentials absorbed every pass); kept for the common interface.
+        H, N, K = self.shape
+        acc = torch.zeros((H, K), dtype=torch.float64, device=self.f.device)
+        bad = 0
+        for b, z in self._blocks():
+            if not bool(torch.isfinite(z).all()):
+                bad += int((~torch.isfinite(z)).sum())
+            m = z.amax(-1, keepdim=True)
+            e = torch.exp(z - m)
+            s = e.sum(-1)
+            self.labels_[:, b] = z.argmax(-1)
+            self.logu[:, b] = (-torch.log(s) - m[..., 0]).double()
+            acc += (e / s[..., None]).sum(1).double()
+        self.n_bad = bad
+        return acc
+
+    def labels(self, v: torch.Tensor) -> torch.Tensor:
+        return self.labels_
+
+    def row_potential(self) -> torch.Tensor:
+        return self.logu
+
+    def plan(self, v, c):  # pragma: no cover - guarded by the caller
+        raise ValueError("the memory-bounded solver does not materialise the plan")

@@ -1,0 +1,358 @@
+"""Sinkhorn-Knopp label assignment (paper eq. 3): problem checks, the iteration, the result.
+
+Solves ``min_Q <Q, -log P> + (1/lam) KL(Q || r c^T)`` over plans with row sums ``c = 1/N`` and
+column sums ``r`` (the cluster prior). The solution is ``Q = diag(u) exp(lam log P) diag(v)``;
+labels are ``argmax_k Q_ik``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, NamedTuple
+
+import torch
+
+from . import _ops
+from ._priors import make_prior, sort_prior, validate_prior
+from ._validation import as_float_tensor, check_lam
+
+__all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_features", "ConvergenceWarning"]
+
+
+class ConvergenceWarning(UserWarning):
+    """The solver stopped at ``max_iter`` before reaching ``tol``."""
+
+
+class SinkhornResult(NamedTuple):
+    """Result of :func:`sinkhorn` and :func:`sinkhorn_features` (always this type).
+
+    For a 2-D problem (N, K) the head dimension is dropped from every field.
+
+    Attributes
+    ----------
+    labels : LongTensor of shape (N,) or (H, N)
+        ``argmax_k`` of the plan.
+    plan : Tensor of shape (N, K) or (H, N, K), or None
+        The transport plan (only with ``return_plan=True``): rows sum to ``1/N``,
+        columns to ``prior``.
+    n_iter : int
+        Passes over the data made (each pass is one Sinkhorn iteration).
+    converged : BoolTensor of shape () or (H,)
+        Whether the relative L1 column-marginal error reached ``tol``.
+    error : Tensor of shape () or (H,)
+        Final relative L1 column-marginal error ``sum_k |Q^T 1 - r|_k / sum_k r_k``.
+    log_u : Tensor of shape (N,) or (H, N), float64
+        Row potentials (this process's rows).
+    log_v : Tensor of shape (K,) or (H, K), float64
+        Column potentials; pass the result (or this) as ``warm_start`` to the next call.
+        ``plan = exp(log_u[:, None] + lam * log_p + log_v[None, :])``.
+    prior : Tensor of shape (K,) or (H, K), float64
+        The column marginal used, after permutation sorting.
+    """
+
+    labels: torch.Tensor
+    plan: torch.Tensor | None
+    n_iter: int
+    converged: torch.Tensor
+    error: torch.Tensor
+    log_u: torch.Tensor
+    log_v: torch.Tensor
+    prior: torch.Tensor
+
+
+def _resolve_prior(prior: Any, K: int, H: int, batched: bool) -> tuple[torch.Tensor, bool]:
+    """Return (prior of shape (H, K) float64, is_uniform)."""
+    if prior is None or (isinstance(prior, str) and prior == "uniform"):
+        return torch.full((H, K), 1.0 / K, dtype=torch.float64), True
+    if isinstance(prior, str):
+        p = make_prior(prior, K, n_heads=H, seed=0)
+    else:
+        p = validate_prior(prior, K, H if batched else None)
+        if p.dim() == 1:
+            p = p.expand(H, K).clone()
+    uniform = bool(((p - 1.0 / K).abs() < 1e-12).all())
+    return p, uniform
+
+
+def _resolve_warm(warm_start: Any, H: int, K: int) -> torch.Tensor | None:
+    if warm_start is None:
+        return None
+    g = warm_start.log_v if isinstance(warm_start, SinkhornResult) else warm_start
+    g = torch.as_tensor(g).detach().to("cpu", torch.float64)
+    if g.dim() == 1:
+        g = g.expand(H, g.shape[0]) if H > 1 and g.shape[0] == K else g.reshape(1, -1)
+    if tuple(g.shape) != (H, K):
+        raise ValueError(f"warm_start has shape {tuple(g.shape)}, expected ({K},) or ({H}, {K})")
+    if not bool(torch.isfinite(g).all()):
+        raise ValueError("warm_start potentials contain non-finite values")
+    return g - g.amax(-1, keepdim=True)  # potentials are defined up to a constant per head
+
+
+def _check_sizes(N: int, K: int, name: str) -> None:
+    if N == 0:
+        raise ValueError(f"{name} has no samples (N=0)")
+    if K < 2:
+        raise ValueError(f"{name} must have at least K=2 clusters, got K={K}")
+
+
+def _check_common(tol: float, max_iter: int, overrelax: float) -> None:
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a positive number, got {tol}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
+    if not (1.0 <= overrelax < 2.0):
+        raise ValueError(f"overrelax must be in [1, 2), got {overrelax}")
+
+
+def _allreduce(t: torch.Tensor, group) -> torch.Tensor:
+    if group is None:
+        return t
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+def _iterate(ops, prior, uniform, *, permute, tol, max_iter, overrelax, g0, group, device):
+    """The Sinkhorn-Knopp loop on (H, K) vectors; ``ops`` does the N x K work.
+
+    Returns (labels, plan_fn, n_iter, converged, error, log_u, log_v, prior).
+    """
+    H, N, K = ops.shape
+    n_total = _allreduce(torch.tensor([float(N)], dtype=torch.float64, device=device), group)
+    n_total = float(n_total.item())
+    c = 1.0 / n_total
+    ops.row_marginal = c
+    ops.device = device
+    thresh = 30.0 if ops.kmat_dtype == torch.float32 else 200.0
+
+    g = torch.zeros((H, K), dtype=torch.float64) if g0 is None else g0.clone()
+    ops.build(g.to(device))
+    if group is not None:
+        # the prior must be identical on every rank (a Gaussian draw, a user vector): take rank 0's
+        import torch.distributed as dist
+
+        prior_d = prior.to(device)
+        dist.broadcast(prior_d, src=dist.get_global_rank(group, 0) if group is not dist.group.WORLD else 0,
+                       group=group)
+        prior = prior_d.cpu()
+    logv = torch.zeros((H, K), dtype=torch.float64)
+
+    def measure():
+        acc = _allreduce(ops.fused(torch.exp(logv).to(device)).to(device), group).cpu()
+        if ops.n_bad:
+            raise ValueError(f"log_p contains non-finite values ({ops.n_bad} entries NaN or inf)")
+        return (c * acc * torch.exp(logv)).clamp_min(1e-300)
+
+    mass = measure()
+    n_iter = 1
+    r = sort_prior(prior, mass) if (permute and not uniform) else prior
+    logr = torch.log(r.clamp_min(1e-300))
+    err = (mass - r).abs().sum(-1)
+    prev_err = err.clone()
+    omega = torch.full((H, 1), float(overrelax), dtype=torch.float64)
+    while bool((err > tol).any()) and n_iter < max_iter:
+        step = logr - torch.log(mass)
+        logv += omega * step
+        big = logv.abs().amax() > thresh or ops.absorb_every_pass
+        if big:  # absorb the scalings into the kernel (log-domain stabilisation)
+            g += logv
+            logv.zero_()
+            ops.build(g.to(device))
+        mass = measure()
+        n_iter += 1
+        err = (mass - r).abs().sum(-1)
+        # safeguard of the over-relaxation: fall back to plain steps for a head whose error grew
+        omega[(err > prev_err)] = 1.0
+        prev_err = err.clone()
+
+    converged = err <= tol
+    log_v = g + logv
+    log_u = ops.row_potential().to(torch.float64) + math.log(c)
+    return ops, converged, err, log_u, log_v, r, n_iter, torch.exp(logv)
+
+
+def _finish(ops, converged, err, log_u, log_v, r, n_iter, v, *, return_plan, batched, c, max_iter):
+    if not bool(converged.all()):
+        warnings.warn(
+            f"Sinkhorn did not reach tol after max_iter={max_iter} iterations "
+            f"(error {err.max().item():.3g}); increase max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    labels = ops.labels(v.to(ops.device))
+    plan = ops.plan(v.to(ops.device), c) if return_plan else None
+    sq = (lambda t: t) if batched else (lambda t: t[0] if t is not None else None)
+    return SinkhornResult(
+        labels=sq(labels), plan=sq(plan), n_iter=int(n_iter), converged=sq(converged),
+        error=sq(err), log_u=sq(log_u), log_v=sq(log_v), prior=sq(r),
+    )
+
+
+def sinkhorn(
+    log_p: Any,
+    *,
+    lam: float = 20.0,
+    prior: Any = None,
+    permute_prior: bool = True,
+    tol: float = 1e-3,
+    max_iter: int = 1000,
+    warm_start: Any = None,
+    return_plan: bool = False,
+    overrelax: float = 1.5,
+    dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+    process_group: Any = None,
+) -> SinkhornResult:
+    """Prior-constrained Sinkhorn-Knopp label assignment (SeLa / SeLaVi, paper eq. 3).
+
+    Parameters
+    ----------
+    log_p : array-like of shape (N, K) or (H, N, K)
+        Log-probabilities (or any scores: a per-row constant does not change the result) of
+        N samples over K clusters, for one or H heads. torch tensor (CPU or CUDA) or numpy
+        array, floating dtype. Never modified.
+    lam : float, default 20
+        Inverse entropic regularisation λ (paper: 20). Larger is sharper and slower.
+    prior : None, {"uniform", "gaussian", "zipf"} or array-like of shape (K,) or (H, K)
+        Cluster marginal ``r``. Strings use :func:`make_prior` defaults (Gaussian with seed 0);
+        call :func:`make_prior` yourself for other settings.
+    permute_prior : bool, default True
+        Sort a non-uniform prior to the clusters (paper eq. 4): the cluster with the largest
+        current mass gets the largest prior mass.
+    tol : float, default 1e-3
+        Stop when the relative L1 column-marginal error is at most ``tol`` (for every head).
+    max_iter : int, default 1000
+        Cap on passes over the data; a :class:`ConvergenceWarning` is issued if reached.
+    warm_start : SinkhornResult or Tensor of shape (K,) or (H, K), optional
+        Column potentials (``result.log_v``) of a previous solve, e.g. the last clustering.
+    return_plan : bool, default False
+        Also return the (N, K) plan. It reuses the solver's buffer: no extra memory.
+    overrelax : float in [1, 2), default 1.5
+        Over-relaxation of the column update (1 = plain Sinkhorn). A head whose error grows
+        falls back to 1.
+    dtype : torch.float32 or torch.float64
+        Precision of the kernel (the N x K buffer); reductions are float64.
+    backend : {"auto", "numba", "torch"}
+        "auto": fused numba kernel on CPU, torch ops on CUDA.
+    process_group : torch.distributed ProcessGroup, optional
+        When given, ``log_p`` is this rank's shard of the samples; column sums are all-reduced
+        every iteration (no rank gathers N x K) and the result holds this rank's labels.
+
+    Returns
+    -------
+    SinkhornResult
+
+    Examples
+    --------
+    >>> import torch
+    >>> from otcluster import sinkhorn
+    >>> log_p = torch.randn(1000, 10).log_softmax(1)
+    >>> res = sinkhorn(log_p, lam=20.0)
+    >>> res.labels.shape, bool(res.converged)
+    (torch.Size([1000]), True)
+    >>> torch.bincount(res.labels, minlength=10).min().item() > 50
+    True
+    """
+    lam = check_lam(lam)
+    _check_common(tol, max_iter, overrelax)
+    x = as_float_tensor(log_p, "log_p")
+    batched = x.dim() == 3
+    x3 = x if batched else x.unsqueeze(0)
+    H, N, K = x3.shape
+    _check_sizes(N, K, "log_p")
+    if K > N and process_group is None:
+        raise ValueError(f"K={K} clusters is more than N={N} samples")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if backend not in ("auto", "numba", "torch"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+    pr, uniform = _resolve_prior(prior, K, H, batched)
+    g0 = _resolve_warm(warm_start, H, K)
+
+    use_numba = x3.device.type == "cpu" and _ops.have_numba() and backend != "torch"
+    if backend == "numba" and not use_numba:
+        raise ValueError("backend='numba' needs a CPU tensor and numba installed")
+    if use_numba:
+        if x3.dtype not in (torch.float32, torch.float64):
+            x3 = x3.float()
+        ops = _ops.DenseNumba(x3.contiguous(), lam, dtype)
+    else:
+        ops = _ops.DenseTorch(x3, lam, dtype)
+    out = _iterate(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
+                   overrelax=overrelax, g0=g0, group=process_group, device=x3.device)
+    ops, conv, err, log_u, log_v, r, n_iter, v = out
+    return _finish(ops, conv, err, log_u, log_v, r, n_iter, v, return_plan=return_plan,
+                   batched=batched, c=ops.row_marginal, max_iter=max_iter)
+
+
+def sinkhorn_features(
+    features: Any,
+    weight: Any,
+    bias: Any = None,
+    *,
+    lam: float = 20.0,
+    prior: Any = None,
+    permute_prior: bool = True,
+    tol: float = 1e-3,
+    max_iter: int = 1000,
+    warm_start: Any = None,
+    overrelax: float = 1.5,
+    block_rows: int = 8192,
+    dtype: torch.dtype = torch.float32,
+    process_group: Any = None,
+) -> SinkhornResult:
+    """Memory-bounded Sinkhorn from features and a linear head: never holds N x K.
+
+    Equivalent to ``sinkhorn(log_softmax(features @ weight.T + bias), ...)`` but recomputes
+    blocks of ``block_rows`` logits every iteration, so memory is ``O(N·D + block_rows·K·H)``.
+
+    Parameters
+    ----------
+    features : Tensor of shape (N, D)
+    weight : Tensor of shape (K, D) or (H, K, D)
+        The last linear layer of each head.
+    bias : Tensor of shape (K,) or (H, K), optional
+    block_rows : int, default 8192
+        Rows of logits computed at once.
+    Other parameters as in :func:`sinkhorn` (``return_plan`` is not available).
+
+    Returns
+    -------
+    SinkhornResult
+        ``plan`` is None.
+    """
+    lam = check_lam(lam)
+    _check_common(tol, max_iter, overrelax)
+    f = as_float_tensor(features, "features", ndims=(2,))
+    w = as_float_tensor(weight, "weight", ndims=(2, 3))
+    batched = w.dim() == 3
+    w3 = w if batched else w.unsqueeze(0)
+    H, K, D = w3.shape
+    if f.shape[1] != D:
+        raise ValueError(f"features have D={f.shape[1]} columns but weight expects D={D}")
+    b3 = None
+    if bias is not None:
+        b = as_float_tensor(bias, "bias", ndims=(1, 2))
+        b3 = b if b.dim() == 2 else b.unsqueeze(0)
+        if tuple(b3.shape) != (H, K):
+            raise ValueError(f"bias has shape {tuple(b.shape)}, expected ({K},) or ({H}, {K})")
+    N = f.shape[0]
+    _check_sizes(N, K, "features")
+    if K > N and process_group is None:
+        raise ValueError(f"K={K} clusters is more than N={N} samples")
+    for t, name in ((f, "features"), (w3, "weight"), (b3, "bias")):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains non-finite values")
+    if int(block_rows) < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    pr, uniform = _resolve_prior(prior, K, H, batched)
+    g0 = _resolve_warm(warm_start, H, K)
+    dev = f.device
+    ops = _ops.FromFeatures(f, w3.to(dev), None if b3 is None else b3.to(dev), lam, dtype, block_rows)
+    out = _iterate(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
+                   overrelax=overrelax, g0=g0, group=process_group, device=dev)
+    ops, conv, err, log_u, log_v, r, n_iter, v = out
+    return _finish(ops, conv, err, log_u, log_v, r, n_iter, v, return_plan=False,
+                   batched=batched, c=ops.row_marginal, max_iter=max_iter)
