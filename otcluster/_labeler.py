@@ -113,7 +113,7 @@ class SinkhornLabeler:
         Number of heads; inputs then have shape (n_heads, N, K).
     permute_prior : bool, default True
         Sort the prior onto the clusters by current mass (paper eq. 4).
-    tol, max_iter, overrelax, dtype
+    tol, max_iter, overrelax, anderson, dtype
         Passed to :func:`otcluster.sinkhorn`.
     warm_start : bool, default True
         Start each fit from the previous fit's potentials (when K and heads match).
@@ -154,7 +154,8 @@ class SinkhornLabeler:
         permute_prior: bool = True,
         tol: float = 1e-3,
         max_iter: int = 1000,
-        overrelax: float = 1.5,
+        overrelax: float = 1.0,
+        anderson: int = 5,
         dtype: torch.dtype = torch.float32,
         warm_start: bool = True,
         sigma: float = 0.1,
@@ -170,6 +171,7 @@ class SinkhornLabeler:
         self.tol = tol
         self.max_iter = max_iter
         self.overrelax = overrelax
+        self.anderson = anderson
         self.dtype = dtype
         self.warm_start = warm_start
         self.sigma = sigma
@@ -232,7 +234,7 @@ class SinkhornLabeler:
             warm = last.log_v
         res = sinkhorn(
             x, lam=self.lam, prior=prior, permute_prior=self.permute_prior, tol=self.tol,
-            max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax, dtype=self.dtype,
+            max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax, anderson=self.anderson, dtype=self.dtype,
             process_group=self.process_group,
         )
         self.result_: SinkhornResult = res

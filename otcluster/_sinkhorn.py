@@ -96,13 +96,15 @@ def _check_sizes(N: int, K: int, name: str) -> None:
         raise ValueError(f"{name} must have at least K=2 clusters, got K={K}")
 
 
-def _check_common(tol: float, max_iter: int, overrelax: float) -> None:
+def _check_common(tol: float, max_iter: int, overrelax: float, anderson: int) -> None:
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a positive number, got {tol}")
     if int(max_iter) != max_iter or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-    if not (1.0 <= overrelax < 2.0):
-        raise ValueError(f"overrelax must be in [1, 2), got {overrelax}")
+    if not (0.0 < overrelax < 2.0):
+        raise ValueError(f"overrelax must be in (0, 2), got {overrelax}")
+    if int(anderson) != anderson or anderson < 0:
+        raise ValueError(f"anderson must be a non-negative integer, got {anderson}")
 
 
 def _allreduce(t: torch.Tensor, group) -> torch.Tensor:
@@ -114,7 +116,24 @@ def _allreduce(t: torch.Tensor, group) -> torch.Tensor:
     return t
 
 
-def _iterate(ops, prior, uniform, *, permute, tol, max_iter, overrelax, g0, group, device):
+def _anderson_step(hist_p: list[torch.Tensor], hist_f: list[torch.Tensor]) -> torch.Tensor:
+    """Type-II Anderson mixing of the column potentials, batched over heads.
+
+    ``hist_p[j]`` are past potentials (H, K) and ``hist_f[j]`` their fixed-point residuals.
+    """
+    P = torch.stack(hist_p, -1)  # (H, K, m+1)
+    F = torch.stack(hist_f, -1)
+    dP = P[..., 1:] - P[..., :-1]
+    dF = F[..., 1:] - F[..., :-1]
+    A = dF.transpose(1, 2) @ dF  # (H, m, m)
+    scale = A.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)
+    eye = torch.eye(A.shape[-1], dtype=A.dtype)
+    A = A + 1e-10 * scale[:, None, None] * eye
+    gamma = torch.linalg.solve(A, dF.transpose(1, 2) @ F[..., -1:])  # (H, m, 1)
+    return P[..., -1] + F[..., -1] - ((dP + dF) @ gamma)[..., 0]
+
+
+def _iterate(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson, g0, group, device):
     """The Sinkhorn-Knopp loop on (H, K) vectors; ``ops`` does the N x K work.
 
     Returns (labels, plan_fn, n_iter, converged, error, log_u, log_v, prior).
@@ -150,22 +169,35 @@ def _iterate(ops, prior, uniform, *, permute, tol, max_iter, overrelax, g0, grou
     r = sort_prior(prior, mass) if (permute and not uniform) else prior
     logr = torch.log(r.clamp_min(1e-300))
     err = (mass - r).abs().sum(-1)
-    prev_err = err.clone()
-    omega = torch.full((H, 1), float(overrelax), dtype=torch.float64)
+    best = err.clone()
+    hist_p: list[torch.Tensor] = []
+    hist_f: list[torch.Tensor] = []
     while bool((err > tol).any()) and n_iter < max_iter:
-        step = logr - torch.log(mass)
-        logv += omega * step
-        big = logv.abs().amax() > thresh or ops.absorb_every_pass
-        if big:  # absorb the scalings into the kernel (log-domain stabilisation)
-            g += logv
-            logv.zero_()
+        f = overrelax * (logr - torch.log(mass))  # fixed-point residual of the column update
+        pot = g + logv
+        new = pot + f
+        if anderson > 0:
+            hist_p.append(pot)
+            hist_f.append(f)
+            if len(hist_p) > anderson + 1:
+                hist_p.pop(0)
+                hist_f.pop(0)
+            if len(hist_p) >= 2:
+                new = _anderson_step(hist_p, hist_f)
+        new = new - new.mean(-1, keepdim=True)  # potentials are defined up to a constant
+        logv = new - g
+        if ops.absorb_every_pass or logv.abs().amax() > thresh:
+            # absorb the scalings into the kernel (log-domain stabilisation)
+            g = new
+            logv = torch.zeros_like(g)
             ops.build(g.to(device))
         mass = measure()
         n_iter += 1
         err = (mass - r).abs().sum(-1)
-        # safeguard of the over-relaxation: fall back to plain steps for a head whose error grew
-        omega[(err > prev_err)] = 1.0
-        prev_err = err.clone()
+        if bool((err > 2.0 * best).any()):  # safeguard: restart the acceleration's memory
+            hist_p.clear()
+            hist_f.clear()
+        best = torch.minimum(best, err)
 
     converged = err <= tol
     log_v = g + logv
@@ -200,7 +232,8 @@ def sinkhorn(
     max_iter: int = 1000,
     warm_start: Any = None,
     return_plan: bool = False,
-    overrelax: float = 1.5,
+    overrelax: float = 1.0,
+    anderson: int = 5,
     dtype: torch.dtype = torch.float32,
     backend: str = "auto",
     process_group: Any = None,
@@ -229,9 +262,12 @@ def sinkhorn(
         Column potentials (``result.log_v``) of a previous solve, e.g. the last clustering.
     return_plan : bool, default False
         Also return the (N, K) plan. It reuses the solver's buffer: no extra memory.
-    overrelax : float in [1, 2), default 1.5
-        Over-relaxation of the column update (1 = plain Sinkhorn). A head whose error grows
-        falls back to 1.
+    overrelax : float in (0, 2), default 1.0
+        Relaxation factor ω of the column update (1 = plain Sinkhorn step).
+    anderson : int, default 5
+        Memory of the Anderson acceleration of the column potentials (0 = plain Sinkhorn).
+        It is K-dimensional work only; it cuts passes over the data several-fold, most at large
+        ``lam``. The memory restarts whenever the error grows by more than 2x.
     dtype : torch.float32 or torch.float64
         Precision of the kernel (the N x K buffer); reductions are float64.
     backend : {"auto", "numba", "torch"}
@@ -256,7 +292,7 @@ def sinkhorn(
     True
     """
     lam = check_lam(lam)
-    _check_common(tol, max_iter, overrelax)
+    _check_common(tol, max_iter, overrelax, anderson)
     x = as_float_tensor(log_p, "log_p")
     batched = x.dim() == 3
     x3 = x if batched else x.unsqueeze(0)
@@ -281,7 +317,7 @@ def sinkhorn(
     else:
         ops = _ops.DenseTorch(x3, lam, dtype)
     out = _iterate(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
-                   overrelax=overrelax, g0=g0, group=process_group, device=x3.device)
+                   overrelax=overrelax, anderson=int(anderson), g0=g0, group=process_group, device=x3.device)
     ops, conv, err, log_u, log_v, r, n_iter, v = out
     return _finish(ops, conv, err, log_u, log_v, r, n_iter, v, return_plan=return_plan,
                    batched=batched, c=ops.row_marginal, max_iter=max_iter)
@@ -298,7 +334,8 @@ def sinkhorn_features(
     tol: float = 1e-3,
     max_iter: int = 1000,
     warm_start: Any = None,
-    overrelax: float = 1.5,
+    overrelax: float = 1.0,
+    anderson: int = 5,
     block_rows: int = 8192,
     dtype: torch.dtype = torch.float32,
     process_group: Any = None,
@@ -324,7 +361,7 @@ def sinkhorn_features(
         ``plan`` is None.
     """
     lam = check_lam(lam)
-    _check_common(tol, max_iter, overrelax)
+    _check_common(tol, max_iter, overrelax, anderson)
     f = as_float_tensor(features, "features", ndims=(2,))
     w = as_float_tensor(weight, "weight", ndims=(2, 3))
     batched = w.dim() == 3
@@ -352,7 +389,7 @@ def sinkhorn_features(
     dev = f.device
     ops = _ops.FromFeatures(f, w3.to(dev), None if b3 is None else b3.to(dev), lam, dtype, block_rows)
     out = _iterate(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
-                   overrelax=overrelax, g0=g0, group=process_group, device=dev)
+                   overrelax=overrelax, anderson=int(anderson), g0=g0, group=process_group, device=dev)
     ops, conv, err, log_u, log_v, r, n_iter, v = out
     return _finish(ops, conv, err, log_u, log_v, r, n_iter, v, return_plan=False,
                    batched=batched, c=ops.row_marginal, max_iter=max_iter)
