@@ -1,0 +1,66 @@
+"""Clip transforms with torchvision.transforms.v2: random for training, deterministic for eval."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from ._config import VisualConfig
+
+__all__ = ["VideoTransform"]
+
+
+class VideoTransform:
+    """Turn a decoded uint8 clip into a normalised float tensor.
+
+    Training: resize the short side to ``resize`` (or to a random size in ``scale_jitter``),
+    random ``crop`` x ``crop`` crop, horizontal flip, optional random grayscale and channel
+    shuffle, ``/ 255``, normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
+    The same random parameters apply to every frame of a clip.
+
+    Parameters
+    ----------
+    cfg : VisualConfig
+        Sizes, probabilities and normalisation.
+    train : bool
+        Random (training) or deterministic (evaluation) pipeline.
+
+    Notes
+    -----
+    Input: uint8 tensor of shape ``(T, H, W, 3)``. Output: float32 tensor of shape
+    ``(3, T, crop, crop)``. Frames are handed to torchvision as a plain ``(T, 3, H, W)``
+    tensor (a batch of images): in torchvision 0.29 the v2 colour transforms (``Grayscale``,
+    ``RandomGrayscale``) silently pass ``tv_tensors.Video`` inputs through unchanged.
+    """
+
+    def __init__(self, cfg: VisualConfig, train: bool) -> None:
+        self.cfg, self.train = cfg, train
+        steps: list[torch.nn.Module] = []
+        if train:
+            lo, hi = cfg.scale_jitter
+            steps.append(v2.RandomResize(lo, hi + 1) if hi else v2.Resize(cfg.resize))
+            steps += [v2.RandomCrop(cfg.crop), v2.RandomHorizontalFlip(cfg.hflip)]
+            if cfg.grayscale > 0:
+                steps.append(v2.RandomGrayscale(cfg.grayscale))
+            if cfg.channel_shuffle > 0:
+                steps.append(v2.RandomApply([v2.RandomChannelPermutation()], cfg.channel_shuffle))
+        else:
+            steps += [v2.Resize(cfg.resize), v2.CenterCrop(cfg.crop)]
+        steps += [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(cfg.mean), list(cfg.std)),
+        ]
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """Transform ``(T, H, W, 3)`` uint8 frames into a ``(3, T, crop, crop)`` float clip."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+            raise ValueError(
+                f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} "
+                f"{tuple(frames.shape)}"
+            )
+        clip = self.pipeline(frames.permute(0, 3, 1, 2))
+        return clip.permute(1, 0, 2, 3).contiguous()
+
+    def __repr__(self) -> str:
+        return f"VideoTransform(train={self.train}, {self.pipeline})"

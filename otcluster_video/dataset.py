@@ -1,0 +1,261 @@
+"""``AVDataset``: one audio-visual clip per video, as a dict of modality tensors plus its index."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._audio import LogMelSpectrogram, volume_jitter
+from ._config import VideoRecipeConfig
+from ._decode import DecodeError, read_audio, read_clip
+from ._probe import VideoInfo, load_manifest
+from ._transforms import VideoTransform
+
+__all__ = ["AVDataset"]
+
+logger = logging.getLogger("otcluster_video")
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run small per-sample tensor ops on one thread.
+
+    With several intra-op threads on a busy machine, OpenMP workers spinning on the cores make
+    tiny ops (a 64 x 99 log-mel) 10-100x slower; DataLoader workers already use one thread.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class AVDataset(Dataset):
+    """Audio-visual clips of the videos in a manifest.
+
+    Item ``i`` is one clip of video ``i``: a window of ``clip.n_frames`` frames at ``clip.fps``
+    and an audio window of ``audio.seconds`` with the same centre. The centre is random in
+    training and the middle of the video in evaluation.
+
+    Parameters
+    ----------
+    manifest : str, Path or sequence of VideoInfo
+        A manifest written by :func:`prepare`, or its loaded rows.
+    config : VideoRecipeConfig
+        Uses the ``data``, ``clip``, ``audio`` and ``visual`` sections.
+    train : bool
+        Random windows and augmentations (training) or deterministic ones (evaluation).
+    cache_dir : str or Path, optional
+        Cache of decoded videos (uint8 frames at ``clip.fps``, downscaled to the largest size the
+        transforms need, plus the mono waveform at ``audio.sample_rate``), two ``.npy`` files
+        per video (read memory-mapped), filled on first use. ``None`` (default): use
+        ``config.data.cache_dir``; ``""``: no cache.
+        Cached clips start on the nearest multiple of ``1 / clip.fps``.
+    return_label : bool
+        Add ``"label"``: the index of the video's folder name in :attr:`class_names`
+        (-1 when unknown). For evaluation only.
+
+    Attributes
+    ----------
+    videos : list of VideoInfo
+        The manifest rows; the position is the sample index.
+    class_names : list of str
+        Sorted distinct non-empty labels.
+    labels : list of int
+        Label index of every video (-1 when unknown).
+    decode_failures : Counter
+        Decode failures per file path, in this process (each DataLoader worker has its own).
+
+    Notes
+    -----
+    ``dataset[i]`` is ``{"video": (3, n_frames, crop, crop) float32, "audio": (1, n_mels,
+    n_audio_frames) float32, "index": int}`` (plus ``"label": int`` if asked). A video that
+    fails to decode is logged, counted, remembered as bad, and replaced by the next index
+    (whose ``"index"`` the item then carries), at most ``data.max_retries`` times.
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path | Sequence[VideoInfo],
+        config: VideoRecipeConfig,
+        *,
+        train: bool,
+        cache_dir: str | Path | None = None,
+        return_label: bool = False,
+    ) -> None:
+        if isinstance(manifest, (str, Path)):
+            manifest = load_manifest(manifest)
+        self.videos: list[VideoInfo] = list(manifest)
+        if not self.videos:
+            raise ValueError("AVDataset needs at least one video; the manifest is empty")
+        self.config, self.train, self.return_label = config, train, return_label
+        if cache_dir is None:
+            cache_dir = config.data.cache_dir or None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.transform = VideoTransform(config.visual, train)
+        a = config.audio
+        self.spectrogram = LogMelSpectrogram(
+            sample_rate=a.sample_rate,
+            n_mels=a.n_mels,
+            win_ms=a.win_ms,
+            hop_ms=a.hop_ms,
+            n_fft=a.n_fft,
+            preemphasis=a.preemphasis,
+            window=a.window,
+        )
+        self.class_names = sorted({v.label for v in self.videos if v.label})
+        ids = {name: i for i, name in enumerate(self.class_names)}
+        self.labels = [ids.get(v.label, -1) for v in self.videos]
+        self.decode_failures: Counter[str] = Counter()
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def windows(self, index: int) -> tuple[float, float]:
+        """Start times in seconds of the video and audio windows (one draw for ``index``)."""
+        info = self.videos[index]
+        clip_s, audio_s = self.config.clip.seconds, self.config.audio.seconds
+        span = max(clip_s, audio_s)
+        duration = info.duration
+        if info.has_audio and info.audio_duration > 0:
+            duration = min(duration, info.audio_duration)
+        centre = duration / 2
+        if self.train and duration > span:
+            centre = span / 2 + float(torch.rand(())) * (duration - span)
+        return max(centre - clip_s / 2, 0.0), centre - audio_s / 2
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.videos)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} videos")
+        index %= n
+        errors = []
+        for attempt in range(self.config.data.max_retries + 1):
+            j = (index + attempt) % n
+            if j in self._bad:
+                continue
+            try:
+                with _single_thread():
+                    return self._load(j)
+            except DecodeError as err:
+                self._bad.add(j)
+                self.decode_failures[err.path] += 1
+                errors.append(str(err))
+                logger.warning("skipping sample %d: %s", j, err)
+        raise RuntimeError(
+            f"sample {index} and the next {self.config.data.max_retries} failed to decode: "
+            + "; ".join(errors[-3:])
+        )
+
+    def _load(self, index: int) -> dict[str, Any]:
+        info = self.videos[index]
+        video_start, audio_start = self.windows(index)
+        clip, a = self.config.clip, self.config.audio
+        if self.cache_dir is not None:
+            frames, wave = self._from_cache(info, video_start, audio_start)
+        else:
+            frames = read_clip(
+                info.path,
+                video_start,
+                clip.n_frames,
+                clip.fps,
+                short_side=self.config.visual.decode_short_side,
+            )
+            wave = self._read_audio(info, audio_start)
+        if self.train and a.volume_jitter != (1.0, 1.0):
+            wave = volume_jitter(wave, *a.volume_jitter)
+        item: dict[str, Any] = {
+            "video": self.transform(frames),
+            "audio": self.spectrogram(wave).unsqueeze(0),
+            "index": index,
+        }
+        if self.return_label:
+            item["label"] = self.labels[index]
+        return item
+
+    def _read_audio(self, info: VideoInfo, start: float) -> torch.Tensor:
+        a = self.config.audio
+        if not info.has_audio:  # only with data.require_audio = false: silence
+            return torch.zeros(int(round(a.seconds * a.sample_rate)))
+        return read_audio(info.path, start, a.seconds, a.sample_rate)
+
+    def _cache_stem(self, info: VideoInfo) -> Path:
+        assert self.cache_dir is not None
+        try:
+            stat = os.stat(info.path)
+        except OSError as err:
+            raise DecodeError(info.path, f"cannot stat: {err}") from err
+        key = "|".join(
+            str(x)
+            for x in (
+                info.path,
+                stat.st_size,
+                stat.st_mtime_ns,
+                self.config.clip.fps,
+                self.config.visual.decode_short_side,
+                self.config.audio.sample_rate,
+            )
+        )
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        return self.cache_dir / digest[:2] / digest
+
+    def _from_cache(
+        self, info: VideoInfo, video_start: float, audio_start: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        stem = self._cache_stem(info)
+        frames_file, audio_file = Path(f"{stem}.frames.npy"), Path(f"{stem}.audio.npy")
+        frames_all = wave_all = None
+        if frames_file.is_file():
+            try:  # memory-mapped: only the clip's frames are read from disk
+                frames_all = np.load(frames_file, mmap_mode="r")
+                wave_all = np.load(audio_file, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                logger.warning("rebuilding damaged cache entry %s: %s", stem, err)
+                frames_all = None
+        if frames_all is None or wave_all is None:
+            entry = self._decode_whole(info)
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            # audio first, frames last: a frames file implies a complete entry
+            for file, array in ((audio_file, entry["audio"]), (frames_file, entry["frames"])):
+                tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+                with tmp.open("wb") as f:
+                    np.save(f, array.numpy())
+                os.replace(tmp, file)  # atomic: safe with several DataLoader workers
+            frames_all, wave_all = entry["frames"].numpy(), entry["audio"].numpy()
+        fps, sr = self.config.clip.fps, self.config.audio.sample_rate
+        first = int(round(video_start * fps))
+        idx = np.clip(first + np.arange(self.config.clip.n_frames), 0, len(frames_all) - 1)
+        n_audio = int(round(self.config.audio.seconds * sr))
+        a0 = int(round(audio_start * sr))
+        wave = torch.zeros(n_audio)
+        lo, hi = max(a0, 0), min(a0 + n_audio, len(wave_all))
+        if hi > lo:
+            wave[lo - a0 : hi - a0] = torch.from_numpy(np.array(wave_all[lo:hi]))
+        return torch.from_numpy(np.array(frames_all[idx])), wave
+
+    def _decode_whole(self, info: VideoInfo) -> dict[str, torch.Tensor]:
+        fps, sr = self.config.clip.fps, self.config.audio.sample_rate
+        n_frames = max(1, int(info.duration * fps - 1e-6) + 1)
+        frames = read_clip(
+            info.path, 0.0, n_frames, fps, short_side=self.config.visual.decode_short_side
+        )
+        if info.has_audio:
+            audio = read_audio(info.path, 0.0, max(info.audio_duration, 1.0 / sr), sr)
+        else:
+            audio = torch.zeros(int(round(info.duration * sr)))
+        return {"frames": frames, "audio": audio}
