@@ -16,6 +16,7 @@ and head weights every pass (never holds N x K).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["DenseNumba", "DenseTorch", "FromFeatures", "have_numba"]
@@ -59,9 +60,8 @@ class DenseNumba:
         self.n_bad = 0
 
     def build(self, g: torch.Tensor) -> None:
-        self.n_bad = int(
-            _nb.build_kernel(self.x, self.lam, g.numpy(), self._k, self.rowmax.numpy(), self.ncph)
-        )
+        build = _nb.build_kernel_f32 if self._k.dtype == np.float32 else _nb.build_kernel
+        self.n_bad = int(build(self.x, self.lam, g.numpy(), self._k, self.rowmax.numpy(), self.ncph))
 
     def fused(self, v: torch.Tensor) -> torch.Tensor:
         _nb.fused_pass(
