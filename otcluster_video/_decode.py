@@ -122,8 +122,8 @@ def read_clip(
             for time, frame in _frame_times(container, stream, float(targets[0])):
                 while len(chosen) < n_frames and prev is not None:
                     target = targets[len(chosen)]
-                    if time - target < target - prev[0]:
-                        break  # the new frame is strictly nearer: decide with later frames
+                    if time - target < target - prev[0] - 1e-6:
+                        break  # the new frame is nearer (ties go to prev): decide later
                     chosen.append(prev[1])
                 prev = (time, frame)
                 if len(chosen) == n_frames or time > targets[-1] + 2 * half_frame:

@@ -8,6 +8,7 @@ included, goes through Jinja2 autoescaping.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import wave
 from collections import Counter
@@ -18,8 +19,8 @@ from urllib.parse import quote
 
 import av
 import jinja2
+import matplotlib.image as plt_image
 import torch
-from torchvision.io import encode_jpeg
 from tqdm.auto import tqdm
 
 from ._decode import DecodeError, read_audio, read_clip
@@ -68,6 +69,17 @@ def _read_items(items: str | Path | Sequence[tuple[str | Path, object]]) -> list
     return out
 
 
+def _display_names(paths: list[Path]) -> dict[Path, str]:
+    """Paths relative to the members' common folder (so folder names show), else bare names."""
+    if not paths:
+        return {}
+    try:
+        common = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+        return {p: str(p.resolve().relative_to(common)) for p in paths}
+    except ValueError:  # e.g. different drives
+        return {p: p.name for p in paths}
+
+
 def _duration(path: Path) -> float:
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -93,10 +105,12 @@ def _sizes_png(path: Path, clusters: list[_Cluster]) -> None:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 1.8), dpi=100)
     ax.bar(range(len(clusters)), [c.size for c in clusters], color="#4a7", width=0.9)
-    ax.set_xlabel("cluster (sorted by size)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("cluster rank (largest first)")
     ax.set_ylabel("videos")
     fig.tight_layout()
     fig.savefig(path)
@@ -118,7 +132,8 @@ def write_explorer(
 ) -> Path:
     """Write a static HTML page showing every cluster, largest first.
 
-    Each cluster shows its size and, for up to ``max_members`` members, a strip of
+    Each cluster shows its size and, for up to ``max_members`` members, its path (relative to
+    the folder holding all members), a strip of
     ``n_thumb_frames`` frames and an HTML5 audio player with an excerpt from the middle of the
     video. Assets go to ``<out_html stem>_files/`` (replaced on each call). A member that cannot
     be decoded shows "no preview".
@@ -167,6 +182,7 @@ def write_explorer(
     for path, label in pairs:
         groups.setdefault(label, []).append(path)
     order = sorted(groups, key=lambda k: (-len(groups[k]), k))
+    names = _display_names([p for p, _ in pairs])
     truth = {str(k): v for k, v in (truth or {}).items()}
 
     clusters: list[_Cluster] = []
@@ -186,10 +202,8 @@ def write_explorer(
                     n_thumb_frames / (0.8 * duration),
                     short_side=thumb_size,
                 )
-                strip = torch.cat(list(frames), dim=1).permute(2, 0, 1).contiguous()
-                (assets / f"{stem}.jpg").write_bytes(
-                    encode_jpeg(strip, quality=85).numpy().tobytes()
-                )
+                strip = torch.cat(list(frames), dim=1).numpy()  # (H, n * W, 3)
+                plt_image.imsave(assets / f"{stem}.jpg", strip, pil_kwargs={"quality": 85})
                 thumb = f"{url_base}/{stem}.jpg"
                 start = max(0.0, duration / 2 - audio_seconds / 2)
                 samples = read_audio(path, start, audio_seconds, audio_sample_rate)
@@ -197,7 +211,7 @@ def write_explorer(
                 audio = f"{url_base}/{stem}.wav"
             except DecodeError:
                 pass
-            members.append(_Member(path.name, thumb, audio, truth.get(str(path), "")))
+            members.append(_Member(names[path], thumb, audio, truth.get(str(path), "")))
             bar.update()
         majority = purity = None
         if truth:

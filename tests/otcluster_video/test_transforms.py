@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from otcluster_video import VideoTransform, VisualConfig
+
+CFG = VisualConfig(resize=36, scale_jitter=(34, 44), crop=32, hflip=0.5)
+
+
+def _clip(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_output_shape_dtype_and_normalisation(train):
+    out = VideoTransform(CFG, train)(_clip())
+    assert out.shape == (3, 4, 32, 32) and out.dtype == torch.float32
+    flat = torch.full((2, 40, 40, 3), 255, dtype=torch.uint8)
+    white = VideoTransform(CFG, train)(flat)
+    assert torch.allclose(white, torch.tensor((1 - 0.45) / 0.225))
+
+
+def test_eval_is_deterministic_and_a_centre_crop():
+    tf = VideoTransform(CFG, train=False)
+    clip = _clip()
+    assert torch.equal(tf(clip), tf(clip))
+    # identity-sized input: resize is a no-op, so the output is exactly the centre crop
+    square = torch.randint(0, 256, (2, 36, 36, 3), dtype=torch.uint8)
+    expected = (square[:, 2:34, 2:34].permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
+    assert torch.allclose(tf(square), expected, atol=1e-5)
+
+
+def test_train_is_random():
+    tf = VideoTransform(CFG, train=True)
+    clip = _clip()
+    torch.manual_seed(0)
+    outs = [tf(clip) for _ in range(6)]
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_train_flip_and_crop_are_shared_by_all_frames():
+    cfg = dataclasses.replace(CFG, scale_jitter=(0, 0), resize=32, hflip=1.0)
+    same = _clip()[:1].expand(5, -1, -1, -1).contiguous()  # five identical frames
+    out = VideoTransform(cfg, train=True)(same)
+    assert all(torch.equal(out[:, 0], out[:, t]) for t in range(1, 5))
+    square = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8)
+    flipped = VideoTransform(cfg, train=True)(square)
+    expected = (square.flip(2).permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
+    assert torch.allclose(flipped, expected, atol=1e-5)
+
+
+def test_colour_augmentations_act_on_clips():
+    gray = VideoTransform(dataclasses.replace(CFG, grayscale=1.0), train=True)(_clip())
+    assert torch.allclose(gray[0], gray[1]) and torch.allclose(gray[1], gray[2])
+    torch.manual_seed(1)
+    cfg = dataclasses.replace(CFG, scale_jitter=(0, 0), resize=32, hflip=0.0, channel_shuffle=1.0)
+    clip = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    outs = [VideoTransform(cfg, train=True)(clip) for _ in range(8)]
+    means = {tuple(o.mean(dim=(1, 2, 3)).round(decimals=4).tolist()) for o in outs}
+    assert len(means) > 1  # channels were permuted in some draws
+    assert all(sorted(m) == sorted(next(iter(means))) for m in means)
+
+
+def test_rejects_wrong_input():
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        VideoTransform(CFG, train=False)(torch.zeros(3, 4, 32, 32, dtype=torch.uint8))
