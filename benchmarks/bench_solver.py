@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [(2000, 30), (20000, 50)] if a.quick else [(20000, 300), (200000, 309)]
     big = sizes[-1]
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"load average at start {os.getloadavg()[0]:.1f}",
         "command": "python benchmarks/bench_solver.py" + (" --quick" if a.quick else ""),
         "speed": [speed_vs_pot(n, k, 20.0) for n, k in sizes],
         "stable": stable_vs_fast(*big),
