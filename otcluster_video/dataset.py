@@ -68,6 +68,10 @@ class AVDataset(Dataset):
     return_label : bool
         Add ``"label"``: the index of the video's folder name in :attr:`class_names`
         (-1 when unknown). For evaluation only.
+    position : float, optional
+        Fixed place of the window centre in the usable span, from 0 (as early as possible) to
+        1 (as late as possible), e.g. to take several evaluation clips per video. Default:
+        random in training, 0.5 (the middle) in evaluation.
 
     Attributes
     ----------
@@ -96,13 +100,17 @@ class AVDataset(Dataset):
         train: bool,
         cache_dir: str | Path | None = None,
         return_label: bool = False,
+        position: float | None = None,
     ) -> None:
+        if position is not None and not 0.0 <= position <= 1.0:
+            raise ValueError(f"position must be in [0, 1], got {position}")
         if isinstance(manifest, (str, Path)):
             manifest = load_manifest(manifest)
         self.videos: list[VideoInfo] = list(manifest)
         if not self.videos:
             raise ValueError("AVDataset needs at least one video; the manifest is empty")
         self.config, self.train, self.return_label = config, train, return_label
+        self.position = position
         if cache_dir is None:
             cache_dir = config.data.cache_dir or None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -135,8 +143,9 @@ class AVDataset(Dataset):
         if info.has_audio and info.audio_duration > 0:
             duration = min(duration, info.audio_duration)
         centre = duration / 2
-        if self.train and duration > span:
-            centre = span / 2 + float(torch.rand(())) * (duration - span)
+        if duration > span and (self.train or self.position is not None):
+            where = float(torch.rand(())) if self.position is None else self.position
+            centre = span / 2 + where * (duration - span)
         return max(centre - clip_s / 2, 0.0), centre - audio_s / 2
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Every class has a *visual* signature (a large, high-contrast pattern with its ow
 *audio* signature (a fundamental frequency, a rhythm and a timbre). Nuisances are drawn
 independently per stream: colours, position, speed and size for video; pitch jitter, volume,
 background noise and a distractor tone for audio. In a fraction of the clips one stream is
-degraded (video: reduced to 4 x 4 blocks, low contrast, heavy noise; audio: signal buried in
+degraded (video: reduced to 2 x 2 blocks, low contrast, heavy noise; audio: signal buried in
 loud noise), so a labelling that uses both streams beats either stream alone. Colour never
 carries the class.
 
@@ -157,8 +157,8 @@ def _render_video(
     mask = np.broadcast_to(pattern(rng, grid, 2.0 / size), (n_frames, size, size))
     fg, bg = _random_colour(rng, (0.8, 1.0)), _random_colour(rng, (0.0, 0.3))
     frames = bg + mask[..., None] * (fg - bg)
-    if degraded:  # 4 x 4 blocks (shapes and textures gone), low contrast, heavy noise
-        block = max(size // 4, 1)
+    if degraded:  # 2 x 2 blocks (shapes and textures gone), low contrast, heavy noise
+        block = max(size // 2, 1)
         coarse = frames.reshape(n_frames, size // block, block, size // block, block, 3)
         frames = np.repeat(np.repeat(coarse.mean(axis=(2, 4)), block, 1), block, 2)
         frames = frames.mean() + 0.25 * (frames - frames.mean())

@@ -57,6 +57,11 @@ def test_windows_share_a_centre_inside_the_video(prepared, cpu_config):
         )
     ev = AVDataset(prepared.videos, cpu_config, train=False)
     assert ev.windows(0) == (0.25, 0.25)  # centred in the 1.5 s video
+    first = AVDataset(prepared.videos, cpu_config, train=False, position=0.0)
+    last = AVDataset(prepared.videos, cpu_config, train=True, position=1.0)
+    assert first.windows(0) == (0.0, 0.0) and last.windows(0) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="position"):
+        AVDataset(prepared.videos, cpu_config, train=False, position=1.5)
 
 
 def test_cache_gives_the_same_eval_items(prepared, cpu_config, tmp_path):
