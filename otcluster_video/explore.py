@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import av
 import jinja2
-import matplotlib.image as plt_image
 import torch
 from tqdm.auto import tqdm
 
@@ -171,6 +170,8 @@ def write_explorer(
     if max_members < 1 or thumb_size < 8 or n_thumb_frames < 1:
         raise ValueError("need max_members >= 1, thumb_size >= 8 and n_thumb_frames >= 1")
     out_html = Path(out_html)
+    import matplotlib.image as plt_image  # lazy: keeps `import otcluster_video` light
+
     pairs = _read_items(items)
     assets = out_html.parent / f"{out_html.stem}_files"
     if assets.exists():
