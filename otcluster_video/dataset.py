@@ -166,9 +166,10 @@ class AVDataset(Dataset):
                 self.decode_failures[err.path] += 1
                 errors.append(str(err))
                 logger.warning("skipping sample %d: %s", j, err)
+        detail = "; ".join(errors[-3:]) or "all were marked undecodable earlier"
         raise RuntimeError(
             f"sample {index} and the next {self.config.data.max_retries} failed to decode: "
-            + "; ".join(errors[-3:])
+            + detail
         )
 
     def _load(self, index: int) -> dict[str, Any]:
