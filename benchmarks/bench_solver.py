@@ -147,7 +147,8 @@ def memory(n: int, k: int) -> dict:
     extra = m["peak_rss"] - m["baseline_rss"]
     row = {"n": n, "k": k, "input_bytes": m["nk_bytes"], "extra_peak_bytes": extra,
            "extra_over_one_buffer": extra / m["nk_bytes"]}
-    print(f"peak memory of the solve, measured as VmHWM after resetting it ({n} x {k} fp32): input {m['nk_bytes'] / 2**20:.0f} MiB, extra at peak "
+    print(f"peak memory of the solve, measured as VmHWM after resetting it ({n} x {k} fp32): "
+          f"input {m['nk_bytes'] / 2**20:.0f} MiB, extra at peak "
           f"{extra / 2**20:.0f} MiB = {row['extra_over_one_buffer']:.2f} N x K buffers", flush=True)
     return row
 
@@ -157,7 +158,8 @@ def write_report(results: dict, out_dir: Path) -> None:
     (out_dir / "solver.json").write_text(json.dumps(results, indent=2))
     lines = ["# Solver benchmark (side by side with POT)", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`.", "",
-             "| N x K | λ | POT time | POT it | ours time | ours it | agreement | ours col. error | speed-up |",
+             "| N x K | λ | POT time | POT it | ours time | ours it | agreement | ours col. error "
+             "| speed-up |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["speed"]:
         lines.append(f"| {r['n']} x {r['k']} | {r['lam']:g} | {r['pot']['time_s']:.3f} s | "

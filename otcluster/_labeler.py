@@ -234,7 +234,8 @@ class SinkhornLabeler:
             warm = last.log_v
         res = sinkhorn(
             x, lam=self.lam, prior=prior, permute_prior=self.permute_prior, tol=self.tol,
-            max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax, anderson=self.anderson, dtype=self.dtype,
+            max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax, anderson=self.anderson,
+            dtype=self.dtype,
             process_group=self.process_group,
         )
         self.result_: SinkhornResult = res

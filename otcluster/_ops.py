@@ -1,6 +1,6 @@
 """Kernel back-ends for the Sinkhorn iteration.
 
-The iteration (``_sinkhorn._iterate``) only needs three things from the N x K side:
+The iteration (``_sinkhorn._solve``) only needs three things from the N x K side:
 
 * ``build(g)``: (re)build the kernel ``K_ik = exp(lam * x_ik + g_k - m_i)`` with the column
   potentials ``g`` absorbed and each row shifted by its max ``m_i``;

@@ -92,7 +92,8 @@ def validate_prior(prior: Any, n_clusters: int, n_heads: int | None, *, atol: fl
         try:
             p = torch.as_tensor(np.asarray(prior, dtype=np.float64))
         except (TypeError, ValueError):
-            raise TypeError(f"prior must be a string or a numeric vector, got {type(prior).__name__}") from None
+            kind = type(prior).__name__
+            raise TypeError(f"prior must be a string or a numeric vector, got {kind}") from None
     if p.dim() == 1:
         if p.numel() != n_clusters:
             raise ValueError(f"prior has length {p.numel()} but there are K={n_clusters} clusters")

@@ -133,17 +133,13 @@ def _anderson_step(hist_p: list[torch.Tensor], hist_f: list[torch.Tensor]) -> to
     return P[..., -1] + F[..., -1] - ((dP + dF) @ gamma)[..., 0]
 
 
-def _iterate(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson, g0, group, device):
-    """The Sinkhorn-Knopp loop on (H, K) vectors; ``ops`` does the N x K work.
-
-    Returns (labels, plan_fn, n_iter, converged, error, log_u, log_v, prior).
-    """
+def _solve(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson, g0, group, device,
+           return_plan, batched) -> SinkhornResult:
+    """The Sinkhorn-Knopp loop on (H, K) vectors; ``ops`` (see ``_ops``) does the N x K work."""
     H, N, K = ops.shape
     n_total = _allreduce(torch.tensor([float(N)], dtype=torch.float64, device=device), group)
     n_total = float(n_total.item())
     c = 1.0 / n_total
-    ops.row_marginal = c
-    ops.device = device
     thresh = 30.0 if ops.kmat_dtype == torch.float32 else 200.0
 
     g = torch.zeros((H, K), dtype=torch.float64) if g0 is None else g0.clone()
@@ -202,10 +198,6 @@ def _iterate(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson
     converged = err <= tol
     log_v = g + logv
     log_u = ops.row_potential().to(torch.float64) + math.log(c)
-    return ops, converged, err, log_u, log_v, r, n_iter, torch.exp(logv)
-
-
-def _finish(ops, converged, err, log_u, log_v, r, n_iter, v, *, return_plan, batched, c, max_iter):
     if not bool(converged.all()):
         warnings.warn(
             f"Sinkhorn did not reach tol after max_iter={max_iter} iterations "
@@ -213,8 +205,9 @@ def _finish(ops, converged, err, log_u, log_v, r, n_iter, v, *, return_plan, bat
             ConvergenceWarning,
             stacklevel=3,
         )
-    labels = ops.labels(v.to(ops.device))
-    plan = ops.plan(v.to(ops.device), c) if return_plan else None
+    v = torch.exp(logv).to(device)
+    labels = ops.labels(v)
+    plan = ops.plan(v, c) if return_plan else None
     sq = (lambda t: t) if batched else (lambda t: t[0] if t is not None else None)
     return SinkhornResult(
         labels=sq(labels), plan=sq(plan), n_iter=int(n_iter), converged=sq(converged),
@@ -316,11 +309,9 @@ def sinkhorn(
         ops = _ops.DenseNumba(x3.contiguous(), lam, dtype)
     else:
         ops = _ops.DenseTorch(x3, lam, dtype)
-    out = _iterate(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
-                   overrelax=overrelax, anderson=int(anderson), g0=g0, group=process_group, device=x3.device)
-    ops, conv, err, log_u, log_v, r, n_iter, v = out
-    return _finish(ops, conv, err, log_u, log_v, r, n_iter, v, return_plan=return_plan,
-                   batched=batched, c=ops.row_marginal, max_iter=max_iter)
+    return _solve(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
+                  overrelax=overrelax, anderson=int(anderson), g0=g0, group=process_group,
+                  device=x3.device, return_plan=return_plan, batched=batched)
 
 
 def sinkhorn_features(
@@ -388,8 +379,6 @@ def sinkhorn_features(
     g0 = _resolve_warm(warm_start, H, K)
     dev = f.device
     ops = _ops.FromFeatures(f, w3.to(dev), None if b3 is None else b3.to(dev), lam, dtype, block_rows)
-    out = _iterate(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
-                   overrelax=overrelax, anderson=int(anderson), g0=g0, group=process_group, device=dev)
-    ops, conv, err, log_u, log_v, r, n_iter, v = out
-    return _finish(ops, conv, err, log_u, log_v, r, n_iter, v, return_plan=False,
-                   batched=batched, c=ops.row_marginal, max_iter=max_iter)
+    return _solve(ops, pr, uniform, permute=permute_prior, tol=tol, max_iter=max_iter,
+                  overrelax=overrelax, anderson=int(anderson), g0=g0, group=process_group,
+                  device=dev, return_plan=False, batched=batched)
