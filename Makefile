@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Idle OpenMP threads spin by default; on a shared 2-core machine that made small torch ops 10-100x
+# slower (measured). Passive waiting costs nothing measurable on the big ops.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install demo test test-fast lint browser bench clean
 
