@@ -1,0 +1,83 @@
+"""When to re-cluster, and the learning-rate warm-up (pure functions of the step).
+
+The paper's code clusters at the training steps ``epochs * n_batches * (linspace(0, 1, n) ** p)``
+(read in decreasing order and popped from the end), so the first clustering is at step 0 and the
+clusterings are denser early in training (``p = 1.5`` in SeLaVi, ``p = 2`` in SeLa).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["clustering_steps", "LinearWarmup"]
+
+
+def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -> list[int]:
+    """Training steps before which the labels are recomputed.
+
+    Parameters
+    ----------
+    total_steps : int
+        ``epochs * batches_per_epoch`` (>= 1).
+    n_clusterings : int
+        ``n`` in ``total_steps * linspace(0, 1, n) ** power`` (>= 1).
+    power : float, default 1.5
+        Exponent ``p`` (> 0); larger values cluster more often early in training.
+
+    Returns
+    -------
+    list of int
+        Strictly increasing steps in ``[0, total_steps]``. The first is 0 (cluster before the
+        first step); with ``n_clusterings >= 2`` the last is ``total_steps`` (a final
+        clustering of the trained model). Steps that coincide after flooring are kept once, so
+        the list can be shorter than ``n_clusterings`` when there are few steps.
+
+    Examples
+    --------
+    >>> clustering_steps(100, 5, 2.0)
+    [0, 6, 25, 56, 100]
+    >>> clustering_steps(3, 10, 1.5)
+    [0, 1, 2, 3]
+    """
+    if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+    if isinstance(n_clusterings, bool) or int(n_clusterings) != n_clusterings or n_clusterings < 1:
+        raise ValueError(f"n_clusterings must be a positive integer, got {n_clusterings!r}")
+    if not (np.isfinite(power) and power > 0):
+        raise ValueError(f"power must be a positive finite number, got {power!r}")
+    t = np.linspace(0.0, 1.0, int(n_clusterings)) ** float(power)
+    # the paper's array is this one reversed; it is consumed from the end, i.e. in this order
+    steps = np.floor(int(total_steps) * t + 1e-9).astype(np.int64)
+    return sorted({int(s) for s in steps})
+
+
+class LinearWarmup:
+    """Learning-rate factor for :class:`torch.optim.lr_scheduler.LambdaLR`: linear warm-up.
+
+    ``factor(step) = min(1, (step + 1) / warmup_steps)``, then constant 1. A plain object (not
+    a closure) so that ``LambdaLR.state_dict()`` stores its two integers.
+
+    Parameters
+    ----------
+    warmup_steps : int
+        Steps to reach the full learning rate (0: no warm-up).
+
+    Examples
+    --------
+    >>> w = LinearWarmup(4)
+    >>> [w(s) for s in range(6)]
+    [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, warmup_steps: int):
+        if isinstance(warmup_steps, bool) or int(warmup_steps) != warmup_steps or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps == 0:
+            return 1.0
+        return min(1.0, (step + 1) / self.warmup_steps)
+
+    def __repr__(self) -> str:
+        return f"LinearWarmup({self.warmup_steps})"
