@@ -47,17 +47,28 @@ __all__ = ["HeadConfig", "TrainerConfig", "SelfLabelModel", "SelfLabelTrainer"]
 CHECKPOINT_NAME = "last.pt"
 _FORMAT = "otcluster.SelfLabelTrainer/1"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# A float32 solve whose relative L1 column error ends above this (or not finite) is redone with
-# a float64 kernel (``sinkhorn_dtype="auto"``). It happens when the network gives some cluster a
-# log-probability far below the row maximum for every sample (a collapsed cluster): lam times
-# that gap underflows the float32 kernel, the column is all zeros and no scaling can give it
-# mass (seen with lam=20 and gaps of 4 nats: error 1.2 or NaN and an empty cluster).
+# With ``sinkhorn_dtype="auto"`` a solve whose relative L1 column error ends above
+# _FAILED_ERROR (or not finite) is redone with the next of _ATTEMPTS (dtype, Anderson memory;
+# None = the solver's default). Two failures seen in training (see the trainer's report):
+# * float32 underflow: when the network gives several clusters a log-probability a few nats
+#   below the row maximum for every sample (collapsed clusters), lam times that gap underflows
+#   the float32 kernel, those columns are all zeros and the error ends at 1.2 or NaN with
+#   empty clusters; float64 solves it.
+# * Anderson acceleration gives NaN for a head that has converged (zero residuals) while another
+#   head of the same batch still iterates; plain Sinkhorn (Anderson memory 0) solves it.
 _FAILED_ERROR = 0.05
+_ATTEMPTS = ((torch.float32, None), (torch.float64, None), (torch.float64, 0))
 
 
 def _failed(res: SinkhornResult) -> bool:
     err = res.error
     return not bool(torch.isfinite(err).all()) or float(err.max()) > _FAILED_ERROR
+
+
+def _finite_rows(log_v: torch.Tensor) -> torch.Tensor:
+    """Potentials (H, K) with non-finite rows replaced by zeros (a cold start for that head)."""
+    bad = ~torch.isfinite(log_v).all(-1)
+    return torch.where(bad[:, None], torch.zeros_like(log_v), log_v)
 
 
 def _rewarn(caught: list) -> None:
@@ -171,8 +182,9 @@ class TrainerConfig:
         Stopping rule of the solver.
     sinkhorn_dtype : {"auto", "float32", "float64"}, default "auto"
         Precision of the solver's kernel. ``"auto"``: float32, and a solve that fails (relative
-        column error above 0.05 or not finite, which float32 underflow causes when a cluster is
-        far less likely than the best one for every sample) is redone in float64.
+        column error above 0.05 or not finite) is redone in float64, then in float64 without
+        Anderson acceleration (float32 underflows when collapsed clusters are far less likely
+        than the best one for every sample; Anderson steps gave NaN for a converged head).
     dense_max_bytes : int or None, default 4 GiB
         When the dense clustering would hold more than this (log-probabilities and kernel,
         ``2 * 4 * H * N_local * K`` bytes), use the memory-bounded path. ``None``: never switch.
@@ -461,7 +473,7 @@ class SelfLabelTrainer:
             K, prior=prior, lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
             max_iter=cfg.sinkhorn_max_iter, random_state=cfg.seed, process_group=process_group,
             dtype=torch.float64 if cfg.sinkhorn_dtype == "float64" else torch.float32)
-        self.n_float64_retries_ = 0
+        self.n_solver_retries_ = 0
 
         self.labels_: torch.Tensor | None = None
         self.history_: list[dict] = []
@@ -664,7 +676,7 @@ class SelfLabelTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self._n_clusterings)
         groups = decorrelated_head_groups(H, min(cfg.head_groups, H), generator=gen)
         memory_bounded = self._use_memory_bounded(positions.numel())
-        retries = self.n_float64_retries_
+        retries = self.n_solver_retries_
         solve = self._solve_memory_bounded if memory_bounded else self._solve_dense
         local_labels, local_index, n_iter, converged = solve(positions, groups)
         labels = gather_labels(local_labels, local_index, N, self.process_group)
@@ -679,9 +691,9 @@ class SelfLabelTrainer:
             "event": "clustering", "clustering": self._n_clusterings - 1, "step": self.step_,
             "epoch": self.epoch_, "size_entropy": float(ent.mean()),
             "min_size": int(sizes.min()), "max_size": int(sizes.max()),
-            "changed": float("nan") if prev is None else float((prev != labels).double().mean()),
+            "changed": None if prev is None else float((prev != labels).double().mean()),
             "n_iter": int(n_iter), "converged": bool(converged), "memory_bounded": memory_bounded,
-            "float64_retries": self.n_float64_retries_ - retries,
+            "solver_retries": self.n_solver_retries_ - retries,
             "seconds": time.perf_counter() - t0,
         }
         if self.ground_truth is not None:
@@ -721,26 +733,42 @@ class SelfLabelTrainer:
             log_p[heads.to(self.device)] = out["log_p"]
         x = self._labeler_shape(log_p)
         lab = self.labeler_
-        if self.config.sinkhorn_dtype != "auto":
-            res = lab.fit(x).result_
-            return res.labels.reshape(H, -1), index, res.n_iter, bool(res.converged.all())
         state = lab.state_dict()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            res = lab.fit(x).result_
-        n_iter = res.n_iter
-        if _failed(res):  # see _FAILED_ERROR: redo the solve with a float64 kernel
+        dtype0, anderson0 = lab.dtype, lab.anderson
+
+        def solve(dtype, anderson):
             lab.reset().load_state_dict(state)
-            lab.dtype = torch.float64
+            lab.dtype = dtype
+            lab.anderson = anderson0 if anderson is None else anderson
             try:
-                res = lab.fit(x).result_
+                return lab.fit(x).result_
             finally:
-                lab.dtype = torch.float32
-            n_iter += res.n_iter
-            self.n_float64_retries_ += 1
-        else:
-            _rewarn(caught)
+                lab.dtype, lab.anderson = dtype0, anderson0
+
+        res, n_iter = self._robust_solve(solve)
+        if not bool(torch.isfinite(res.log_v).all()):  # never warm-start from NaN potentials
+            lab.reset().load_state_dict({"prior": state["prior"], "log_v": _finite_rows(
+                res.log_v.reshape(H, K)).reshape(res.log_v.shape)})
         return res.labels.reshape(H, -1), index, n_iter, bool(res.converged.all())
+
+    def _robust_solve(self, solve: Callable[[torch.dtype, int | None], SinkhornResult]
+                      ) -> tuple[SinkhornResult, int]:
+        """``solve(dtype, anderson)``, redone as in ``_ATTEMPTS`` while it fails ("auto")."""
+        mode = self.config.sinkhorn_dtype
+        if mode != "auto":
+            res = solve(_DTYPES[mode], None)
+            return res, res.n_iter
+        total = 0
+        for i, (dtype, anderson) in enumerate(_ATTEMPTS):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                res = solve(dtype, anderson)
+            total += res.n_iter
+            if not _failed(res) or i == len(_ATTEMPTS) - 1:
+                _rewarn(caught)
+                return res, total
+            self.n_solver_retries_ += 1
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _same_index(index: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
@@ -794,7 +822,7 @@ class SelfLabelTrainer:
                     res, it = self._solve_features(z, w, b, self.prior_[hb],
                                                    None if warm is None else warm[hb], kw)
                     labels[hb] = res.labels.reshape(len(hb), -1).cpu()
-                    log_v[hb] = res.log_v.reshape(len(hb), K).cpu()
+                    log_v[hb] = _finite_rows(res.log_v.reshape(len(hb), K).cpu())
                     n_iter = max(n_iter, it)
                     converged = converged and bool(res.converged.all())
         finally:
@@ -804,21 +832,14 @@ class SelfLabelTrainer:
         return labels, index, n_iter, converged
 
     def _solve_features(self, z, w, b, prior, warm, kw) -> tuple[Any, int]:
-        """:func:`sinkhorn_features`, redone with float64 when a float32 solve failed."""
-        mode = self.config.sinkhorn_dtype
-        if mode != "auto":
-            res = sinkhorn_features(z, w, b, prior=prior, warm_start=warm, dtype=_DTYPES[mode],
-                                    **kw)
-            return res, res.n_iter
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            res = sinkhorn_features(z, w, b, prior=prior, warm_start=warm, **kw)
-        if not _failed(res):
-            _rewarn(caught)
-            return res, res.n_iter
-        self.n_float64_retries_ += 1
-        res2 = sinkhorn_features(z, w, b, prior=prior, warm_start=warm, dtype=torch.float64, **kw)
-        return res2, res.n_iter + res2.n_iter
+        """:func:`sinkhorn_features`, redone as in ``_ATTEMPTS`` while it fails."""
+
+        def solve(dtype, anderson):
+            extra = {} if anderson is None else {"anderson": anderson}
+            return sinkhorn_features(z, w, b, prior=prior, warm_start=warm, dtype=dtype, **extra,
+                                     **kw)
+
+        return self._robust_solve(solve)
 
     def _penultimate(self, feats: torch.Tensor, modality: str, head: int) -> torch.Tensor:
         head_mod = self.model.heads[modality]

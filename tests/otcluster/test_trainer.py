@@ -12,6 +12,7 @@ from torch import nn
 
 from otcluster._align import permute_linear_
 from otcluster._heads import HeadConfig, MultiHead
+from otcluster._sinkhorn import ConvergenceWarning, SinkhornResult
 from otcluster._trainer import SelfLabelTrainer, TrainerConfig
 
 
@@ -180,28 +181,81 @@ def test_memory_bounded_switches_on_automatically_above_dense_max_bytes():
     assert a._cluster()["memory_bounded"]
 
 
-def test_float32_failure_is_redone_in_float64():
-    """Collapsed clusters (logits far below the others for every sample) underflow the float32
-    kernel (NaN error, empty clusters); the trainer notices the failed solve and redoes it in
-    float64."""
-    results = {}
-    for mode in ("float32", "auto"):
-        data = Blobs(n=300, k=5, augment=0.0)
-        heads = HeadConfig(n_heads=2, n_clusters=5, hidden_dim=None, dropout=0.0)
-        trainer = SelfLabelTrainer(encoders(), data, config(heads=heads, sinkhorn_dtype=mode,
-                                                            sinkhorn_max_iter=300))
-        with torch.no_grad():
-            for m in ("a", "b"):
-                for h in range(2):
-                    trainer.model.heads[m].last_linear(h).bias[:2] -= 8.0  # two dead clusters
-        with pytest.warns() if mode == "float32" else _no_warning():
-            rec = trainer._cluster()
-        sizes = torch.stack([torch.bincount(lab, minlength=5) for lab in trainer.labels_])
-        results[mode] = (rec, int(sizes.min()))
-    rec32, min32 = results["float32"]
-    rec, min_auto = results["auto"]
-    assert not rec32["converged"] and min32 == 0  # the failure this guards against
-    assert rec["float64_retries"] == 1 and rec["converged"] and min_auto >= 40
+def _result(error, n_iter=10):
+    z = torch.zeros(2, 4, dtype=torch.float64)
+    err = torch.tensor(error, dtype=torch.float64)
+    return SinkhornResult(torch.zeros(2, 5, dtype=torch.int64), None, n_iter, err <= 1e-3, err,
+                          z, z, z)
+
+
+@pytest.mark.parametrize("errors,expect_calls", [
+    ([[1e-4, 1e-4]], 1),
+    ([[1e-4, float("nan")], [1e-4, 1e-4]], 2),
+    ([[1e-4, 1.2], [0.3, 1e-4], [1e-4, 2e-3]], 3),
+    ([[1e-4, 1.2], [0.3, 1e-4], [1e-4, 0.9]], 3),  # the last attempt is kept, with its warning
+])
+def test_failed_solves_are_redone_in_float64_then_without_acceleration(errors, expect_calls):
+    trainer = SelfLabelTrainer(encoders(), Blobs(n=60), config())
+    calls = []
+
+    def solve(dtype, anderson):
+        calls.append((dtype, anderson))
+        if len(calls) == len(errors) and errors[-1][1] > 0.05:
+            import warnings
+
+            warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+        return _result(errors[len(calls) - 1], n_iter=7)
+
+    if errors[-1][1] > 0.05:
+        with pytest.warns(ConvergenceWarning):
+            res, n_iter = trainer._robust_solve(solve)
+    else:
+        res, n_iter = trainer._robust_solve(solve)
+    assert calls == [(torch.float32, None), (torch.float64, None), (torch.float64, 0)][:expect_calls]
+    assert n_iter == 7 * expect_calls and trainer.n_solver_retries_ == expect_calls - 1
+    fixed = SelfLabelTrainer(encoders(), Blobs(n=60), config(sinkhorn_dtype="float64"))
+    calls.clear()
+    fixed._robust_solve(solve)
+    assert calls == [(torch.float64, None)]
+
+
+def test_collapsed_clusters_get_their_share():
+    """Clusters whose logits are far below the others for every sample (collapsed clusters)
+    underflowed the solver's float32 kernel (NaN error, empty clusters); the trainer's labels
+    stay balanced (the solve is redone when it fails)."""
+    data = Blobs(n=300, k=5, augment=0.0)
+    heads = HeadConfig(n_heads=2, n_clusters=5, hidden_dim=None, dropout=0.0)
+    trainer = SelfLabelTrainer(encoders(), data, config(heads=heads, sinkhorn_max_iter=300))
+    with torch.no_grad():
+        for m in ("a", "b"):
+            for h in range(2):
+                trainer.model.heads[m].last_linear(h).bias[:2] -= 8.0  # two dead clusters
+    with _no_warning():
+        rec = trainer._cluster()
+    sizes = torch.stack([torch.bincount(lab, minlength=5) for lab in trainer.labels_])
+    assert rec["converged"] and int(sizes.min()) >= 40
+
+
+def test_failed_accelerated_solve_is_redone(monkeypatch):
+    """One head converges at once, the other needs hundreds of passes: with the solver's Anderson
+    acceleration the converged head's potentials became NaN (all samples in one cluster); the
+    trainer redoes the solve and gets balanced labels for both heads."""
+    g = torch.Generator().manual_seed(1)
+    hard = (3.0 * torch.randn(150, 4, generator=g)).log_softmax(-1)
+    easy = (0.05 * torch.randn(150, 4, generator=g)).log_softmax(-1)
+    x = torch.stack([hard, easy])
+    heads = HeadConfig(n_heads=2, n_clusters=4, hidden_dim=None, dropout=0.0)
+    trainer = SelfLabelTrainer(encoders(), Blobs(n=150), config(heads=heads, prior="gaussian",
+                                                                seed=1, head_groups=1))
+    monkeypatch.setattr(trainer, "_mean_log_probs", lambda heads: heads)
+    monkeypatch.setattr(trainer, "_eval_pass",
+                        lambda data, pos, mods, heads, n, desc: (pos, {"log_p": x[heads]}))
+    with _no_warning():
+        rec = trainer._cluster()
+    assert rec["converged"]
+    sizes = torch.stack([torch.bincount(lab, minlength=4) for lab in trainer.labels_])
+    assert int(sizes.min()) >= 25
+    assert bool(torch.isfinite(trainer.labeler_.state_dict()["log_v"]).all())
 
 
 class _no_warning:

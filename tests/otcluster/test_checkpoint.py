@@ -1,0 +1,181 @@
+"""Tests of checkpoint files and of resuming training (in process and after a SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from selflabel_data import Blobs, encoders, single_threaded
+
+from otcluster._checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from otcluster._heads import HeadConfig
+from otcluster._trainer import SelfLabelTrainer, TrainerConfig
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    undo = single_threaded()
+    yield
+    undo()
+
+
+# -- files -------------------------------------------------------------------------------------
+
+def test_roundtrip_with_weights_only(tmp_path):
+    state = {"t": torch.arange(5), "nested": {"a": [1, 2.5, None, "x", (3, 4)], 7: True},
+             "f": torch.randn(2, 3, dtype=torch.float64)}
+    path = save_checkpoint(state, tmp_path / "sub" / "c.pt")
+    back = torch.load(path, weights_only=True)
+    assert torch.equal(back["t"], state["t"]) and torch.equal(back["f"], state["f"])
+    assert back["nested"] == {"a": [1, 2.5, None, "x", (3, 4)], 7: True}
+    assert load_checkpoint(path).keys() == state.keys()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_refuses_objects_a_weights_only_load_would_refuse(tmp_path):
+    with pytest.raises(TypeError, match=r"state\['cfg'\]\['fn'\] is a builtin_function"):
+        save_checkpoint({"cfg": {"fn": len}}, tmp_path / "c.pt")
+    with pytest.raises(TypeError, match="ndarray"):
+        save_checkpoint({"a": np.zeros(2)}, tmp_path / "c.pt")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"v": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"v": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"v": 1}  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_rng_states_roundtrip_through_a_file(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)  # noqa: NPY002 - the global generator is what is saved
+    random.seed(3)
+    np.random.randn()  # noqa: NPY002 - a cached Gaussian is part of numpy's state
+    save_checkpoint({"rng": get_rng_state()}, tmp_path / "rng.pt")
+
+    def draw():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]  # noqa: NPY002
+
+    first = draw()
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    assert draw() == first
+
+
+# -- resuming training -------------------------------------------------------------------------
+
+def _config(ckpt_dir, epochs=4):
+    return TrainerConfig(
+        heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3), epochs=epochs,
+        batch_size=32, lr=0.05, warmup_epochs=1, n_clusterings=6, prior="gaussian",
+        show_progress=False, checkpoint_dir=None if ckpt_dir is None else str(ckpt_dir))
+
+
+class _Crash(Exception):
+    pass
+
+
+class CrashAfterEpoch(SelfLabelTrainer):
+    crash_epoch = 2
+
+    def save_checkpoint(self, path):
+        super().save_checkpoint(path)
+        if self.epoch_ == self.crash_epoch:
+            raise _Crash
+
+
+def test_resume_in_process_gives_the_uninterrupted_labels(tmp_path):
+    data = Blobs(n=150, k=4)
+    full = SelfLabelTrainer(encoders(seed=5), data, _config(tmp_path / "full"))
+    full.fit()
+
+    crashing = CrashAfterEpoch(encoders(seed=5), data, _config(tmp_path / "resumed"))
+    with pytest.raises(_Crash):
+        crashing.fit()
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["labels"].shape == (2, 150)
+
+    resumed = SelfLabelTrainer(encoders(seed=99), data, _config(tmp_path / "resumed"))
+    resumed.fit()
+    assert torch.equal(resumed.labels_, full.labels_)
+    for name, p in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history_]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history_] == strip
+
+    again = SelfLabelTrainer(encoders(seed=7), data, _config(tmp_path / "resumed"))
+    assert len(again.fit()) == len(full.history_)  # a finished run only reloads
+    with pytest.raises(ValueError, match="N=150 samples, the dataset has 100"):
+        SelfLabelTrainer(encoders(), Blobs(n=100), _config(tmp_path / "resumed")).fit()
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    from selflabel_data import Blobs, encoders, single_threaded
+    single_threaded()
+    from test_checkpoint import _config
+    from otcluster._trainer import SelfLabelTrainer
+
+    ckpt_dir, out, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    trainer = SelfLabelTrainer(encoders(seed=5), Blobs(n=150, k=4, slow=slow),
+                               _config(ckpt_dir, epochs=5))
+    trainer.fit()
+    torch.save({{"labels": trainer.labels_, "epochs": trainer.epoch_}}, out)
+""")
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_uninterrupted_labels(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+    def run(ckpt, out, slow="0"):
+        return subprocess.Popen([sys.executable, str(script), str(ckpt), str(out), slow], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    killed = run(tmp_path / "b", tmp_path / "never.pt", slow="0.003")  # ~0.5 s per pass over data
+    ckpt = tmp_path / "b" / "last.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and killed.poll() is None:
+        if ckpt.exists() and load_checkpoint(ckpt)["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert killed.poll() is None, killed.stdout.read().decode()
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    stopped_at = load_checkpoint(ckpt)["epoch"]
+    assert 1 <= stopped_at < 5 and not (tmp_path / "never.pt").exists()
+
+    uninterrupted = run(tmp_path / "a", tmp_path / "a.pt")
+    resumed = run(tmp_path / "b", tmp_path / "b.pt")
+    for proc in (uninterrupted, resumed):
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out.decode()
+    a, b = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
+    assert a["epochs"] == b["epochs"] == 5
+    assert torch.equal(a["labels"], b["labels"])
