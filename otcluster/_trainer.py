@@ -607,6 +607,7 @@ class SelfLabelTrainer:
             subset = torch.arange(N)
         positions = subset[self.rank::self.world_size]
         model = self.model
+        self._sync_buffers()
 
         def fn(inputs):
             return {m: torch.softmax(model.heads[m](model.encode(inputs[m], m)).float(), -1)
@@ -667,9 +668,19 @@ class SelfLabelTrainer:
     def _labeler_shape(self, t: torch.Tensor) -> torch.Tensor:
         return t if self.config.heads.n_heads > 1 else t[0]
 
+    def _sync_buffers(self) -> None:
+        """Give every rank the first rank's buffers (BatchNorm statistics), as DDP does before
+        each training forward: the evaluation-mode passes and checkpoints then agree."""
+        if self.process_group is None:
+            return
+        with torch.no_grad():
+            for buf in self.model.buffers():
+                buf.copy_(broadcast_from_first(buf, self.process_group))
+
     def _cluster(self) -> dict:
         """One clustering of every sample (this rank's shard), labels gathered on every rank."""
         cfg = self.config
+        self._sync_buffers()
         H, K, N = cfg.heads.n_heads, cfg.heads.n_clusters, self.n_samples
         t0 = time.perf_counter()
         positions = cluster_shard(N, self.rank, self.world_size)
@@ -935,6 +946,7 @@ class SelfLabelTrainer:
                 self.save_checkpoint(ckpt)
         if self.labels_ is None:  # epochs done in a checkpoint without labels: cannot happen
             self._cluster()
+        self._sync_buffers()
         return self.history_
 
     # -- inference ---------------------------------------------------------------------------
@@ -1018,6 +1030,7 @@ class SelfLabelTrainer:
     def state_dict(self) -> dict:
         """Everything needed to resume (tensors and primitives only). Collective when
         distributed (the generators' states of every rank are gathered)."""
+        self._sync_buffers()
         rng = all_gather_objects(get_rng_state(), self.process_group)
         return {
             "format": _FORMAT,
