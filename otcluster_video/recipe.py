@@ -354,26 +354,6 @@ class IndexedClips(Dataset):
         return item
 
 
-class _ClipAt(AVDataset):
-    """Evaluation clips whose window centre is at ``position`` in [0, 1] of the usable span."""
-
-    def __init__(self, *args: Any, position: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = float(position)
-
-    def windows(self, index: int) -> tuple[float, float]:
-        info = self.videos[index]
-        clip_s, audio_s = self.config.clip.seconds, self.config.audio.seconds
-        span = max(clip_s, audio_s)
-        duration = info.duration
-        if info.has_audio and info.audio_duration > 0:
-            duration = min(duration, info.audio_duration)
-        centre = duration / 2
-        if duration > span:
-            centre = span / 2 + self.position * (duration - span)
-        return max(centre - clip_s / 2, 0.0), centre - audio_s / 2
-
-
 def _ground_truth(videos: Sequence[VideoInfo], truth: str | Path | None) -> np.ndarray | None:
     """Integer classes (-1 unknown) from a truth CSV (path, label) or the manifest labels;
     ``None`` when fewer than two classes are known."""
@@ -1159,7 +1139,7 @@ def _clip_features(
     total = None
     positions = [0.5] if n_clips == 1 else np.linspace(0.0, 1.0, n_clips).tolist()
     for p in positions:
-        ds = IndexedClips(_ClipAt(list(videos), config, train=False, position=p))
+        ds = IndexedClips(AVDataset(list(videos), config, train=False, position=p))
         z = trainer.extract(ds, modalities=["video"], batch_size=batch_size)["video"]
         total = z if total is None else total + z
     assert total is not None

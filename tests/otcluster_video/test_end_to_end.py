@@ -1,0 +1,206 @@
+"""The whole recipe through the command line on a tiny synthetic dataset, with the real trainer.
+
+synth (with broken files) -> prepare (broken ones counted) -> train in a subprocess, killed
+after its first checkpoint and resumed -> label (training and new videos) -> evaluate ->
+explore -> degrade -> retrieval. Tiny encoders and clips keep it to a minute or two on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from otcluster_video import cli, load_preset, make_synthetic_dataset
+from otcluster_video.recipe import config_to_toml
+
+pytestmark = pytest.mark.slow
+
+N_VIDEOS, N_CLASSES, N_BROKEN, EPOCHS = 12, 3, 4, 40
+
+TINY = {
+    "clip.n_frames": 4,
+    "clip.fps": 4.0,
+    "audio.n_mels": 16,
+    "visual.resize": 18,
+    "visual.scale_jitter": [16, 20],
+    "visual.crop": 16,
+    "encoder.video.widths": [4, 8, 8, 8],
+    "encoder.audio.widths": [4, 8, 8, 8],
+    "heads.n_heads": 2,
+    "heads.n_clusters": N_CLASSES,
+    "heads.hidden": 16,
+    "heads.groups": 2,
+    "training.epochs": EPOCHS,
+    "training.batch_size": 4,
+    "training.warmup_epochs": 1,
+    "clustering.n_clusterings": 6,
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    status = cli.main(["synth", str(root / "videos"), "--n-videos", str(N_VIDEOS), "--classes",
+                       str(N_CLASSES), "--broken", str(N_BROKEN), "--seconds", "1.5",
+                       "--size", "32"])
+    assert status == 0
+    preset = root / "tiny.toml"
+    config = load_preset("cpu", {**TINY, "data.cache_dir": str(root / "cache")})
+    preset.write_text(config_to_toml(config))
+    return root
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "otcluster_video.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_prepare_counts_broken_files(workspace, capsys):
+    assert cli.main(["prepare", str(workspace / "videos"), "--out", str(workspace / "prep"),
+                     "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{N_VIDEOS} usable videos; skipped {N_BROKEN}" in out
+    with open(workspace / "prep" / "manifest.skipped.csv", newline="") as f:
+        skipped = list(csv.DictReader(f))
+    assert len(skipped) == N_BROKEN
+    assert all(row["reason"] for row in skipped)
+
+
+@pytest.fixture(scope="module")
+def run(workspace):
+    """Train in a subprocess, kill it after the first checkpoint, resume to the end."""
+    run_dir = workspace / "run"
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    args = ["train", "--data", str(workspace / "videos"), "--out", str(run_dir), "--preset",
+            str(workspace / "tiny.toml"), "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "otcluster_video.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert ckpt.is_file(), f"no checkpoint written:\n{out}\n{err}"
+    state = torch.load(ckpt, weights_only=True)
+    killed_at = int(state["epoch"])
+    assert 1 <= killed_at < EPOCHS, "training was not interrupted before its end"
+    assert proc.returncode == -signal.SIGKILL
+
+    res = _cli(*args[:-1])  # with progress output, to see the resume message
+    assert res.returncode == 0, res.stderr
+    assert "resuming from" in res.stdout
+    state = torch.load(ckpt, weights_only=True)
+    assert int(state["epoch"]) == EPOCHS
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    epochs = [h["epoch"] for h in history if h["event"] == "epoch"]
+    assert epochs == list(range(1, EPOCHS + 1))  # nothing repeated, nothing lost
+    assert sum(h["event"] == "clustering" for h in history) >= 2
+    assert (run_dir / "train.log").is_file()
+    return run_dir
+
+
+def test_finished_run_returns_at_once(run, workspace):
+    res = _cli("train", "--out", str(run), "--preset", str(workspace / "tiny.toml"),
+               "--device", "cpu", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert f"trained {EPOCHS} epochs" in res.stdout
+
+
+def test_resume_with_another_configuration_is_refused(run, workspace, capsys):
+    status = cli.main(["train", "--out", str(run), "--preset", str(workspace / "tiny.toml"),
+                       "--set", "heads.n_clusters=5", "--quiet"])
+    assert status == 2
+    assert "heads.n_clusters" in capsys.readouterr().err
+
+
+def test_label_training_videos(run, capsys):
+    assert cli.main(["label", "--run", str(run), "--device", "cpu", "--quiet"]) == 0
+    with open(run / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == N_VIDEOS
+    assert {"path", "label", "confidence", "label_h0", "confidence_h1", "given_label",
+            "status"} <= set(rows[0])
+    for row in rows:
+        assert row["status"] == "ok"
+        assert 0 <= int(row["label"]) < N_CLASSES
+        assert 0.0 < float(row["confidence"]) <= 1.0
+        assert Path(row["path"]).is_file()
+
+
+def test_label_new_videos(run, workspace):
+    new = workspace / "new_videos"
+    make_synthetic_dataset(new, n_videos=3, n_classes=N_CLASSES, seconds=1.5, size=32, seed=7,
+                           broken=1)
+    out = workspace / "new_labels.csv"
+    assert cli.main(["label", "--run", str(run), "--data", str(new), "--out", str(out),
+                     "--device", "cpu", "--quiet"]) == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3  # the broken file is skipped by prepare
+    assert all(r["label"] != "" for r in rows)
+
+
+def test_evaluate_table(run, capsys):
+    assert cli.main(["evaluate", "--run", str(run), "--device", "cpu", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for method in ("k-means, random init", "k-means, SeLaVi features", "SeLaVi heads",
+                   "SeLaVi self-labels (OT)"):
+        assert method in out
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["ground_truth"] and result["n_scored"] == N_VIDEOS
+    streams = {(r["method"], r["streams"]) for r in result["rows"]}
+    for method in ("k-means, random init", "k-means, SeLaVi features", "SeLaVi heads"):
+        for s in ("video", "audio", "video+audio"):
+            assert (method, s) in streams
+    for r in result["rows"]:
+        assert 0.0 <= r["nmi"] <= 1.0 + 1e-9 and 0.0 <= r["acc"] <= 1.0
+    assert (run / "evaluation.txt").read_text().strip() == result["table"].strip()
+
+
+def test_explore_page(run, capsys):
+    assert cli.main(["explore", "--run", str(run), "--device", "cpu", "--quiet"]) == 0
+    page = Path(capsys.readouterr().out.strip())
+    assert page == run / "explorer.html" and page.is_file()
+    html = page.read_text()
+    assert "cluster " in html and "<audio" in html
+
+
+def test_degrade_writes_plot_and_json(run):
+    assert cli.main(["degrade", "--run", str(run), "--factors", "1", "4", "16", "--device",
+                     "cpu", "--quiet"]) == 0
+    png = run / "degrade.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((run / "degrade.json").read_text())
+    assert result["factors"] == [1, 4, 16]
+    for f in ("1", "4", "16"):
+        streams = {r["streams"] for r in result["rows"][f]}
+        assert streams == {"video", "video+audio"}
+
+
+def test_retrieval_from_split_csv(run, workspace):
+    with open(workspace / "videos" / "ground_truth.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    split = workspace / "split.csv"
+    with open(split, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for i, r in enumerate(rows):
+            path = workspace / "videos" / r["path"]  # relative paths are relative to the CSV
+            w.writerow([path, r["label"], "test" if i % 3 == 0 else "train"])
+    assert cli.main(["retrieval", "--run", str(run), "--split-csv", str(split), "--clips", "2",
+                     "--ks", "1", "5", "--device", "cpu", "--quiet"]) == 0
+    result = json.loads((run / "retrieval.json").read_text())
+    assert result["n_test"] == 4 and result["n_train"] == 8
+    assert set(result["recall"]) == {"1", "5"}
+    assert 0.0 <= result["recall"]["1"] <= result["recall"]["5"] <= 1.0
