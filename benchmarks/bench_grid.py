@@ -434,7 +434,9 @@ def run_cell(spec: dict) -> dict:
 class Planner:
     """Decides, before each cell, which solvers run, with which caps, from measured costs."""
 
-    def __init__(self, budget_s: float, mem_gib: float, ours_budget_s: float):
+    def __init__(self, budget_s: float, mem_gib: float, ours_budget_s: float,
+                 solvers: tuple[str, ...] = SOLVERS):
+        self.selected = solvers
         self.budget = budget_s
         self.ours_budget = ours_budget_s
         self.mem_cap = mem_gib * GIB
@@ -474,6 +476,9 @@ class Planner:
             predicted += t_ref
 
         for name in SOLVERS:
+            if name not in self.selected:
+                plan["solvers"][name] = {"skip": "not selected (--solvers)"}
+                continue
             ok, why = mem_ok(name)
             if not ok:
                 plan["solvers"][name] = {"skip": why}
@@ -769,6 +774,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--deadline-min", type=float, default=40.0,
                    help="skip remaining cells predicted to end after this many minutes")
     p.add_argument("--drift", type=float, default=0.05, help="head drift for the warm-start check")
+    p.add_argument("--solvers", default=None,
+                   help=f"comma-separated subset of {','.join(SOLVERS)} (default: all)")
+    p.add_argument("--append", action="store_true",
+                   help="add the cells to --out/grid.json instead of starting a new grid "
+                        "(its cells also calibrate the time budgets)")
     p.add_argument("--cell", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.cell:
@@ -786,7 +796,11 @@ def main(argv: list[str] | None = None) -> dict:
     lams = [float(x) for x in a.lams.split(",")] if a.lams else list(LAMS)
     budget = a.budget_s if a.budget_s is not None else (4.0 if a.quick else 25.0)
     out = a.out or (Path(tempfile.mkdtemp(prefix="bench_grid_")) if a.quick else ROOT / "docs" / "benchmarks")
-    planner = Planner(budget, a.mem_gib, a.ours_budget_s)
+    selected = tuple(x.strip() for x in a.solvers.split(",")) if a.solvers else SOLVERS
+    unknown = [x for x in selected if x not in SOLVERS]
+    if unknown:
+        p.error(f"unknown solvers {unknown}; choose from {SOLVERS}")
+    planner = Planner(budget, a.mem_gib, a.ours_budget_s, selected)
     cmd = "python benchmarks/bench_grid.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
                                                  ).rstrip()
     results = {"command": cmd, "machine": machine_info(), "in_process": a.quick, "git": _git_rev(),
@@ -794,6 +808,20 @@ def main(argv: list[str] | None = None) -> dict:
                "budget_s": budget, "mem_gib": a.mem_gib, "deadline_min": a.deadline_min,
                "quick": a.quick, "problem": f"log_softmax(F W^T), F ~ N(0,1) (N x {D_FEAT}), "
                f"W ~ N(0, 1/{D_FEAT}) (K x {D_FEAT})", "cells": [], "skipped_cells": []}
+    if a.append and (out / "grid.json").exists():
+        prev = json.loads((out / "grid.json").read_text())
+        for cell in prev["cells"]:
+            if "solvers" in cell:
+                planner.learn(cell)
+        prev.setdefault("runs", [{k: prev.get(k) for k in ("command", "machine", "load_avg_start",
+                                                           "load_avg_end", "wall_s", "budget_s")}])
+        prev["runs"].append({k: results[k] for k in ("command", "machine", "load_avg_start",
+                                                     "budget_s")})
+        prev["skipped_cells"] = [s_ for s_ in prev.get("skipped_cells", [])
+                                 if not any(s_.startswith(f"{n} x {k}, ") for n, k in sizes)]
+        results, t_prev = prev, prev.get("wall_s", 0.0)
+    else:
+        t_prev = 0.0
     print(f"machine: {results['machine']}", flush=True)
     cells = sorted(((n, k, lam) for n, k in sizes for lam in lams), key=lambda c: (c[0] * c[1], c[2]))
     for n, k, lam in cells:
@@ -831,10 +859,11 @@ def main(argv: list[str] | None = None) -> dict:
                 else:
                     print(f"  {name:16s} skipped: {v['skipped']}", flush=True)
         results["cells"].append(cell)
-        results["wall_s"] = time.perf_counter() - t0
+        results["cells"].sort(key=lambda c: (c["nk"], c["lam"]))
+        results["wall_s"] = t_prev + time.perf_counter() - t0
         results["load_avg_end"] = os.getloadavg()[0]
         write_report(results, out, plots=False)  # a partial grid survives an interruption
-    results["wall_s"] = time.perf_counter() - t0
+    results["wall_s"] = t_prev + time.perf_counter() - t0
     results["load_avg_end"] = os.getloadavg()[0]
     write_report(results, out)
     print(f"wrote {out / 'grid.json'}, grid.md, grid_time.png, grid_warm.png "
