@@ -1,21 +1,70 @@
 """otcluster: optimal-transport clustering (Sinkhorn-Knopp self-labelling) with plug-in encoders.
 
 Public names are re-exported here; import from ``otcluster``, not from private modules.
+Layering: ``otcluster`` depends on torch / numpy / scipy (+ numba for the fused CPU kernels);
+scikit-learn and faiss are optional (``OTKMeans``, ``kmeans_baseline``) and imported lazily.
 """
 
+from . import metrics
+from ._align import AlignResult, align, alignment_cost_matrix, permute_linear, permute_linear_
+from ._heads import HeadConfig, MultiHead
+from ._kmeans import KMeansResult, kmeans_baseline
 from ._labeler import SinkhornLabeler, average_views, decorrelated_head_groups
+from ._metrics import (
+    ClusterReport,
+    ari_score,
+    cluster_report,
+    head_agreement,
+    hungarian_accuracy,
+    nmi_score,
+    select_head,
+)
 from ._priors import make_prior, sort_prior
+from ._schedule import clustering_steps
 from ._sinkhorn import ConvergenceWarning, SinkhornResult, sinkhorn, sinkhorn_features
+from ._trainer import SelfLabelModel, SelfLabelTrainer, TrainerConfig
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # OTKMeans is a scikit-learn estimator: import it (and scikit-learn) only when asked for.
+    if name == "OTKMeans":
+        from ._otkmeans import OTKMeans
+
+        return OTKMeans
+    raise AttributeError(f"module 'otcluster' has no attribute {name!r}")
+
+
 __all__ = [
+    "AlignResult",
+    "ClusterReport",
     "ConvergenceWarning",
+    "HeadConfig",
+    "KMeansResult",
+    "MultiHead",
+    "OTKMeans",
+    "SelfLabelModel",
+    "SelfLabelTrainer",
     "SinkhornLabeler",
     "SinkhornResult",
+    "TrainerConfig",
+    "align",
+    "alignment_cost_matrix",
+    "ari_score",
     "average_views",
+    "cluster_report",
+    "clustering_steps",
     "decorrelated_head_groups",
+    "head_agreement",
+    "hungarian_accuracy",
+    "kmeans_baseline",
     "make_prior",
+    "metrics",
+    "nmi_score",
+    "permute_linear",
+    "permute_linear_",
+    "select_head",
     "sinkhorn",
     "sinkhorn_features",
     "sort_prior",
