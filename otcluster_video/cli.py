@@ -317,9 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "videos) and RUN/manifest.skipped.csv (with reasons).",
     )
     p.add_argument("data", metavar="DIR", help="folder of videos (or CSV with path,label)")
-    p.add_argument(
-        "--out", metavar="RUN", default=None, help="run folder (default runs/<DIR name>)"
-    )
+    p.add_argument("--out", metavar="RUN", default=None, help="run folder (default runs/<DIR name>)")
     p.add_argument("--preset", default="cpu", help="preset for the [data] rules (default cpu)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="preset override")
     _common(p, device=False)
@@ -338,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of videos, source CSV or manifest (optional when resuming)",
     )
     p.add_argument("--out", metavar="RUN", required=True, help="run folder")
-    p.add_argument("--preset", default="cpu", help="cpu, paper or a .toml file (default cpu)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="cpu, paper or a .toml file (default: the run's config.toml when resuming, else cpu)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     p.add_argument(
         "--set",
@@ -404,9 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CSV",
         help="labels CSV (default RUN/labels.csv, computed if missing)",
     )
-    p.add_argument(
-        "--head", type=int, default=None, help="head to show (default: the unsupervised choice)"
-    )
+    p.add_argument("--head", type=int, default=None, help="head to show (default: the unsupervised choice)")
     p.add_argument("--max-members", type=int, default=12, help="members shown per cluster")
     _common(p)
     p.set_defaults(func=_cmd_explore)

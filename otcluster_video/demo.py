@@ -92,8 +92,10 @@ def run_demo(
             shutil.rmtree(data_dir)
         make_synthetic_dataset(data_dir, **data_cfg)
         stamp.write_text(json.dumps(data_cfg))
-        print(f"wrote {data_cfg['n_videos']} videos of {data_cfg['n_classes']} classes and "
-              f"{data_cfg['broken']} broken files to {data_dir}")
+        print(
+            f"wrote {data_cfg['n_videos']} videos of {data_cfg['n_classes']} classes and "
+            f"{data_cfg['broken']} broken files to {data_dir}"
+        )
     seconds["synth"] = time.perf_counter() - t
 
     t = _step("2/6 prepare")
@@ -102,8 +104,7 @@ def run_demo(
     seconds["prepare"] = time.perf_counter() - t
 
     t = _step("3/6 train (cpu preset)")
-    recipe.train(report.manifest, run_dir, preset="cpu", overrides=over, device="cpu",
-                 progress=progress)
+    recipe.train(report.manifest, run_dir, preset="cpu", overrides=over, device="cpu", progress=progress)
     seconds["train"] = time.perf_counter() - t
 
     t = _step("4/6 label")
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m otcluster_video.demo",
         description="Synthetic data -> prepare -> train (cpu preset) -> label -> evaluate -> "
-                    "explorer, on the CPU.",
+        "explorer, on the CPU.",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--fresh", action="store_true", help="delete the output folder first")

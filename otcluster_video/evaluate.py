@@ -196,9 +196,7 @@ def format_table(rows: Sequence[EvalRow], *, title: str = "") -> str:
         )
         for r in rows
     ]
-    widths = [
-        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)
-    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     left = {0, 10}
 
     def line(cells: Sequence[str]) -> str:

@@ -220,9 +220,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _config_changes(old: VideoRecipeConfig, new: VideoRecipeConfig) -> list[str]:
     a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
-    return sorted(
-        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES
-    )
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,9 +261,7 @@ def _resolve_manifest(
         progress=progress,
     )
     if not report.videos:
-        raise ValueError(
-            f"no usable videos in {data} ({report.summary()}); see {report.skipped_report}"
-        )
+        raise ValueError(f"no usable videos in {data} ({report.summary()}); see {report.skipped_report}")
     return report.manifest, report
 
 
@@ -433,9 +429,7 @@ def trainer_config(
 
     t, h = config.training, config.heads
     return TrainerConfig(
-        heads=HeadConfig(
-            n_heads=h.n_heads, n_clusters=h.n_clusters, hidden_dim=h.hidden, dropout=h.dropout
-        ),
+        heads=HeadConfig(n_heads=h.n_heads, n_clusters=h.n_clusters, hidden_dim=h.hidden, dropout=h.dropout),
         epochs=t.epochs,
         batch_size=t.batch_size,
         lr=t.lr * world_size,
@@ -553,7 +547,7 @@ def train(
     data: str | Path | None,
     out: str | Path,
     *,
-    preset: str | Path | None = "cpu",
+    preset: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
     process_group: Any = None,
@@ -574,8 +568,8 @@ def train(
     out : str or Path
         Run folder.
     preset : str, Path or None
-        Bundled preset name (``"cpu"``, ``"paper"``) or a TOML file. ``None`` when resuming:
-        the run's ``config.toml``.
+        Bundled preset name (``"cpu"``, ``"paper"``) or a TOML file. ``None``: the run's own
+        ``config.toml`` when resuming, else ``"cpu"``.
     overrides : mapping, optional
         Dotted keys replacing preset values, e.g. ``{"training.epochs": 5}``.
     device : str or torch.device
@@ -596,12 +590,9 @@ def train(
     paths = RunPaths(Path(out))
     rank, world = _rank_world(process_group)
     resuming = resume and paths.checkpoint.is_file()
-    if resuming and preset is None:
-        config = load_preset(paths.config, overrides)
-    elif preset is None:
-        raise ValueError(f"no checkpoint in {paths.root} to resume: give a preset")
-    else:
-        config = load_preset(preset, overrides)
+    if preset is None:
+        preset = paths.config if resume and paths.config.is_file() else "cpu"
+    config = load_preset(preset, overrides)
     if resuming:
         changes = _config_changes(load_preset(paths.config), config)
         if changes:
@@ -894,9 +885,7 @@ def evaluate(
     loaded = _load_run(run, device, progress)
     paths, config, trainer = loaded.paths, loaded.config, loaded.trainer
     on_training_data = data is None
-    videos = (
-        loaded.videos if on_training_data else _other_manifest(paths, data, config, progress)[0]
-    )
+    videos = loaded.videos if on_training_data else _other_manifest(paths, data, config, progress)[0]
     dataset = _eval_dataset(videos, config)
     bs = batch_size or config.training.batch_size
     features = trainer.extract(dataset, batch_size=bs)
@@ -927,9 +916,7 @@ def evaluate(
     yk = y[keep]
     k = int(len(np.unique(yk)))
     seed = config.training.seed
-    random_feats = _random_init_features(
-        config, dataset, device=device, batch_size=bs, progress=progress
-    )
+    random_feats = _random_init_features(config, dataset, device=device, batch_size=bs, progress=progress)
     labelings: list[tuple[str, bool, bool, int | None, Any]] = []
     labelings += [
         (n, v, a, h, lab[keep])
@@ -943,9 +930,7 @@ def evaluate(
     for h in heads:
         labelings += _head_labelings("SeLaVi heads", labs, h, keep)
         if "self" in labs:
-            labelings.append(
-                ("SeLaVi self-labels (OT)", True, True, h, labs["self"][h].numpy()[keep])
-            )
+            labelings.append(("SeLaVi self-labels (OT)", True, True, h, labs["self"][h].numpy()[keep]))
     rows = score_labelings(yk, labelings)
     rows = [
         EvalRow(
@@ -1071,9 +1056,7 @@ def degrade(
     return result
 
 
-def _plot_degrade(
-    per_factor: Mapping[int, list[dict[str, Any]]], png: Path, heads: Sequence[int]
-) -> None:
+def _plot_degrade(per_factor: Mapping[int, list[dict[str, Any]]], png: Path, heads: Sequence[int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -1274,9 +1257,7 @@ def explore(
     with labels_csv.open(newline="") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):
-            raise ValueError(
-                f"{labels_csv} has no column {column!r} (columns: {reader.fieldnames})"
-            )
+            raise ValueError(f"{labels_csv} has no column {column!r} (columns: {reader.fieldnames})")
         rows = [r for r in reader if r.get("status", "ok") == "ok"]
     items = [(r["path"], f"cluster {r[column]}") for r in rows]
     truth = {r["path"]: r["given_label"] for r in rows if r.get("given_label")}

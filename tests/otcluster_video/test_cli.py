@@ -44,49 +44,78 @@ def test_console_script_is_installed():
         exe = shutil.which("otcluster-video")
     if exe is None:
         pytest.skip("otcluster-video is not installed as a console script")
-    res = subprocess.run([str(exe), "train", "--help"], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([str(exe), "train", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "--preset" in res.stdout and "torchrun" in res.stdout
 
 
 def test_parse_set_reads_toml_values():
-    over = cli._parse_set(["training.lr=0.5", "encoder.video.widths=[4, 8, 8, 8]",
-                           "training.prior=uniform", "training.align_init=false",
-                           "data.cache_dir=\"\""])
-    assert over == {"training.lr": 0.5, "encoder.video.widths": [4, 8, 8, 8],
-                    "training.prior": "uniform", "training.align_init": False,
-                    "data.cache_dir": ""}
+    over = cli._parse_set(
+        [
+            "training.lr=0.5",
+            "encoder.video.widths=[4, 8, 8, 8]",
+            "training.prior=uniform",
+            "training.align_init=false",
+            'data.cache_dir=""',
+        ]
+    )
+    assert over == {
+        "training.lr": 0.5,
+        "encoder.video.widths": [4, 8, 8, 8],
+        "training.prior": "uniform",
+        "training.align_init": False,
+        "data.cache_dir": "",
+    }
     with pytest.raises(cli.CliError, match="KEY=VALUE"):
         cli._parse_set(["training.lr"])
 
 
 def test_train_without_data_is_a_clear_error(tmp_path, capsys):
-    status, _, err = _run(["train", "--out", str(tmp_path / "run"), "--device", "cpu",
-                           "--quiet"], capsys)
+    status, _, err = _run(["train", "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"], capsys)
     assert status == 2
     assert "--data is required" in err
 
 
 def test_train_with_missing_data_folder(tmp_path, capsys):
-    status, _, err = _run(["train", "--data", str(tmp_path / "nope"), "--out",
-                           str(tmp_path / "run"), "--device", "cpu", "--quiet"], capsys)
+    status, _, err = _run(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert status == 2
     assert "no such folder" in err
 
 
 def test_unknown_preset_key_is_named(tmp_path, capsys):
     (tmp_path / "videos").mkdir()
-    status, _, err = _run(["train", "--data", str(tmp_path / "videos"), "--out",
-                           str(tmp_path / "run"), "--set", "training.speed=3", "--quiet"], capsys)
+    status, _, err = _run(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "videos"),
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "training.speed=3",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert status == 2
     assert "speed" in err
 
 
 def test_commands_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     for command in ("label", "evaluate", "degrade"):
-        status, _, err = _run([command, "--run", str(tmp_path), "--device", "cpu", "--quiet"],
-                              capsys)
+        status, _, err = _run([command, "--run", str(tmp_path), "--device", "cpu", "--quiet"], capsys)
         assert status == 2, command
         assert "not a run folder" in err
 
@@ -100,8 +129,9 @@ def test_retrieval_needs_splits(tmp_path, capsys):
 def test_prepare_empty_folder_reports_zero(tmp_path, capsys):
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "notes.txt").write_text("not a video")
-    status, out, _ = _run(["prepare", str(tmp_path / "videos"), "--out", str(tmp_path / "run"),
-                           "--quiet"], capsys)
+    status, out, _ = _run(
+        ["prepare", str(tmp_path / "videos"), "--out", str(tmp_path / "run"), "--quiet"], capsys
+    )
     assert status == 0
     assert "0 usable videos; skipped 0" in out
     assert (tmp_path / "run" / "manifest.csv").is_file()

@@ -49,9 +49,22 @@ TINY = {
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    status = cli.main(["synth", str(root / "videos"), "--n-videos", str(N_VIDEOS), "--classes",
-                       str(N_CLASSES), "--broken", str(N_BROKEN), "--seconds", "1.5",
-                       "--size", "32"])
+    status = cli.main(
+        [
+            "synth",
+            str(root / "videos"),
+            "--n-videos",
+            str(N_VIDEOS),
+            "--classes",
+            str(N_CLASSES),
+            "--broken",
+            str(N_BROKEN),
+            "--seconds",
+            "1.5",
+            "--size",
+            "32",
+        ]
+    )
     assert status == 0
     preset = root / "tiny.toml"
     config = load_preset("cpu", {**TINY, "data.cache_dir": str(root / "cache")})
@@ -60,13 +73,13 @@ def workspace(tmp_path_factory):
 
 
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "otcluster_video.cli", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "otcluster_video.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_prepare_counts_broken_files(workspace, capsys):
-    assert cli.main(["prepare", str(workspace / "videos"), "--out", str(workspace / "prep"),
-                     "--quiet"]) == 0
+    assert cli.main(["prepare", str(workspace / "videos"), "--out", str(workspace / "prep"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert f"{N_VIDEOS} usable videos; skipped {N_BROKEN}" in out
     with open(workspace / "prep" / "manifest.skipped.csv", newline="") as f:
@@ -80,11 +93,25 @@ def run(workspace):
     """Train in a subprocess, kill it after the first checkpoint, resume to the end."""
     run_dir = workspace / "run"
     ckpt = run_dir / "checkpoints" / "last.pt"
-    args = ["train", "--data", str(workspace / "videos"), "--out", str(run_dir), "--preset",
-            str(workspace / "tiny.toml"), "--device", "cpu", "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "otcluster_video.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    args = [
+        "train",
+        "--data",
+        str(workspace / "videos"),
+        "--out",
+        str(run_dir),
+        "--preset",
+        str(workspace / "tiny.toml"),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otcluster_video.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -111,15 +138,26 @@ def run(workspace):
 
 
 def test_finished_run_returns_at_once(run, workspace):
-    res = _cli("train", "--out", str(run), "--preset", str(workspace / "tiny.toml"),
-               "--device", "cpu", "--quiet")
+    res = _cli(
+        "train", "--out", str(run), "--preset", str(workspace / "tiny.toml"), "--device", "cpu", "--quiet"
+    )
     assert res.returncode == 0, res.stderr
     assert f"trained {EPOCHS} epochs" in res.stdout
 
 
 def test_resume_with_another_configuration_is_refused(run, workspace, capsys):
-    status = cli.main(["train", "--out", str(run), "--preset", str(workspace / "tiny.toml"),
-                       "--set", "heads.n_clusters=5", "--quiet"])
+    status = cli.main(
+        [
+            "train",
+            "--out",
+            str(run),
+            "--preset",
+            str(workspace / "tiny.toml"),
+            "--set",
+            "heads.n_clusters=5",
+            "--quiet",
+        ]
+    )
     assert status == 2
     assert "heads.n_clusters" in capsys.readouterr().err
 
@@ -129,8 +167,9 @@ def test_label_training_videos(run, capsys):
     with open(run / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == N_VIDEOS
-    assert {"path", "label", "confidence", "label_h0", "confidence_h1", "given_label",
-            "status"} <= set(rows[0])
+    assert {"path", "label", "confidence", "label_h0", "confidence_h1", "given_label", "status"} <= set(
+        rows[0]
+    )
     for row in rows:
         assert row["status"] == "ok"
         assert 0 <= int(row["label"]) < N_CLASSES
@@ -140,11 +179,14 @@ def test_label_training_videos(run, capsys):
 
 def test_label_new_videos(run, workspace):
     new = workspace / "new_videos"
-    make_synthetic_dataset(new, n_videos=3, n_classes=N_CLASSES, seconds=1.5, size=32, seed=7,
-                           broken=1)
+    make_synthetic_dataset(new, n_videos=3, n_classes=N_CLASSES, seconds=1.5, size=32, seed=7, broken=1)
     out = workspace / "new_labels.csv"
-    assert cli.main(["label", "--run", str(run), "--data", str(new), "--out", str(out),
-                     "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["label", "--run", str(run), "--data", str(new), "--out", str(out), "--device", "cpu", "--quiet"]
+        )
+        == 0
+    )
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3  # the broken file is skipped by prepare
@@ -154,8 +196,12 @@ def test_label_new_videos(run, workspace):
 def test_evaluate_table(run, capsys):
     assert cli.main(["evaluate", "--run", str(run), "--device", "cpu", "--quiet"]) == 0
     out = capsys.readouterr().out
-    for method in ("k-means, random init", "k-means, SeLaVi features", "SeLaVi heads",
-                   "SeLaVi self-labels (OT)"):
+    for method in (
+        "k-means, random init",
+        "k-means, SeLaVi features",
+        "SeLaVi heads",
+        "SeLaVi self-labels (OT)",
+    ):
         assert method in out
     result = json.loads((run / "evaluation.json").read_text())
     assert result["ground_truth"] and result["n_scored"] == N_VIDEOS
@@ -177,8 +223,10 @@ def test_explore_page(run, capsys):
 
 
 def test_degrade_writes_plot_and_json(run):
-    assert cli.main(["degrade", "--run", str(run), "--factors", "1", "4", "16", "--device",
-                     "cpu", "--quiet"]) == 0
+    assert (
+        cli.main(["degrade", "--run", str(run), "--factors", "1", "4", "16", "--device", "cpu", "--quiet"])
+        == 0
+    )
     png = run / "degrade.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((run / "degrade.json").read_text())
@@ -198,8 +246,26 @@ def test_retrieval_from_split_csv(run, workspace):
         for i, r in enumerate(rows):
             path = workspace / "videos" / r["path"]  # relative paths are relative to the CSV
             w.writerow([path, r["label"], "test" if i % 3 == 0 else "train"])
-    assert cli.main(["retrieval", "--run", str(run), "--split-csv", str(split), "--clips", "2",
-                     "--ks", "1", "5", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "retrieval",
+                "--run",
+                str(run),
+                "--split-csv",
+                str(split),
+                "--clips",
+                "2",
+                "--ks",
+                "1",
+                "5",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads((run / "retrieval.json").read_text())
     assert result["n_test"] == 4 and result["n_train"] == 8
     assert set(result["recall"]) == {"1", "5"}

@@ -45,8 +45,7 @@ def test_score_labelings_matches_cluster_report_and_is_permutation_invariant():
     y = rng.integers(0, 4, 200)
     perm = np.array([2, 0, 3, 1])
     noisy = np.where(rng.random(200) < 0.3, rng.integers(0, 4, 200), y)
-    rows = score_labelings(y, [("perfect", True, True, 0, perm[y]),
-                               ("noisy", False, True, None, noisy)])
+    rows = score_labelings(y, [("perfect", True, True, 0, perm[y]), ("noisy", False, True, None, noisy)])
     assert rows[0].nmi == pytest.approx(1.0) and rows[0].acc == pytest.approx(1.0)
     assert rows[0].mean_entropy == pytest.approx(0.0, abs=1e-12)
     ref = cluster_report(y, noisy)
