@@ -178,8 +178,12 @@ class TrainerConfig:
         last layers, never holding N x K (also used automatically above ``dense_max_bytes``).
     show_progress : bool
         tqdm progress bars (first rank only).
-    sinkhorn_tol, sinkhorn_max_iter : float, int
-        Stopping rule of the solver.
+    sinkhorn_tol, sinkhorn_max_iter : float, int, default 1e-2 and 1000
+        Stopping rule of the solver (relative L1 column-marginal error). Looser than the
+        solver's own default (1e-3): once a network is confident (nearly hard predictions) the
+        problem at lam=20 converges slowly. Measured on a 10-head digits clustering late in
+        training: 231 passes at 1e-2, 1908 at 1e-3, with 99.5 % and 99.96 % of the labels of a
+        5000-pass solve (cluster sizes 177-186 vs 178-182 for a prior of 180).
     sinkhorn_dtype : {"auto", "float32", "float64"}, default "auto"
         Precision of the solver's kernel. ``"auto"``: float32, and a solve that fails (relative
         column error above 0.05 or not finite) is redone in float64, then in float64 without
@@ -218,7 +222,7 @@ class TrainerConfig:
     checkpoint_every: int = 1
     memory_bounded: bool = False
     show_progress: bool = True
-    sinkhorn_tol: float = 1e-3
+    sinkhorn_tol: float = 1e-2
     sinkhorn_max_iter: int = 1000
     sinkhorn_dtype: str = "auto"
     dense_max_bytes: int | None = 4 * 2**30
@@ -446,7 +450,10 @@ class SelfLabelTrainer:
                     raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm has "
                                      "no CPU implementation); set sync_batchnorm=False")
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model, process_group)
-            ids = [self.device.index] if self.device.type == "cuda" else None
+            ids = None
+            if self.device.type == "cuda":
+                ids = [self.device.index if self.device.index is not None
+                       else torch.cuda.current_device()]
             self._train_module = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=ids, process_group=process_group)
 

@@ -153,7 +153,11 @@ def test_alignment_undoes_a_permutation_of_the_second_modality(method):
 # -- clustering: dense and memory-bounded ------------------------------------------------------
 
 def _twin_trainers(hidden, n=300, **kw):
-    """Two trainers with the same model; the second clusters with the memory-bounded solver."""
+    """Two trainers with the same model; the second clusters with the memory-bounded solver.
+
+    A tight tolerance: the dense solve iterates all heads together, the memory-bounded one each
+    MLP head on its own, so with a loose tolerance they may stop at different passes."""
+    kw.setdefault("sinkhorn_tol", 1e-4)
     data = Blobs(n=n, k=5, augment=0.0)
     heads = HeadConfig(n_heads=3, n_clusters=5, hidden_dim=hidden, dropout=0.3)
     enc = encoders()
@@ -170,7 +174,7 @@ def test_memory_bounded_gives_the_dense_labels(hidden):
         ra, rb = a._cluster(), b._cluster()
         assert not ra["memory_bounded"] and rb["memory_bounded"]
         agree = (a.labels_ == b.labels_).double().mean().item()
-        assert agree >= 0.997, agree  # measured 99.95-99.98 % at N=2000 (ties in float32)
+        assert agree >= 0.997, agree  # measured 100 % at N=300 and N=2000
     assert b.labeler_.state_dict()["log_v"].shape == (3, 5)
     sizes = torch.stack([torch.bincount(lab, minlength=5) for lab in b.labels_])
     assert int(sizes.min()) > 0
