@@ -107,7 +107,8 @@ def test_batched_heads_equal_single_solves():
 
 def test_features_path_equals_dense():
     g = torch.Generator().manual_seed(0)
-    f, w, b = torch.randn(2000, 16, generator=g), torch.randn(3, 30, 16, generator=g), torch.randn(3, 30, generator=g)
+    f = torch.randn(2000, 16, generator=g)
+    w, b = torch.randn(3, 30, 16, generator=g), torch.randn(3, 30, generator=g)
     dense = sinkhorn(torch.log_softmax(torch.einsum("nd,hkd->hnk", f, w) + b[:, None], -1))
     mem = sinkhorn_features(f, w, b, block_rows=333)
     assert mem.plan is None
