@@ -987,6 +987,8 @@ class SelfLabelTrainer:
                 ) -> dict[str, torch.Tensor]:
         """Pooled encoder features of every item, in index order (model in eval mode).
 
+        Runs in this process over the whole ``dataset`` (not sharded across ranks).
+
         Parameters
         ----------
         dataset : Dataset of dicts with ``"index"`` (a permutation of ``0..N-1``)
@@ -1003,7 +1005,7 @@ class SelfLabelTrainer:
 
     def predict_log_probs(self, dataset: Any, *, modalities: Any = None,
                           batch_size: int | None = None) -> dict[str, torch.Tensor]:
-        """Log-softmax of every head for every item, in index order.
+        """Log-softmax of every head for every item, in index order (this process, all items).
 
         Returns
         -------

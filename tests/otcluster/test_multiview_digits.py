@@ -2,16 +2,18 @@
 left and the right half of each image, each with its own small MLP encoder trained from scratch.
 
 Measured with this configuration (seeds 0-4; NMI of the final clustering, mean over the 10
-heads; k-means with k = 10 on the concatenated random-init features of both encoders):
+heads; k-means with k = 10 on the concatenated random-init features of the encoders; about 25 s
+of CPU for the four trainings of one seed):
 
-    seed                      0      1      2      3      4
-    k-means, random init    0.623  0.631  0.646  0.595  0.684
-    both views (learned)    0.716  0.751  0.687  0.718  0.724
-    left view alone         0.468  0.475  0.485  0.448  0.479
-    right view alone        0.512  0.468  0.485  0.490  0.480
+    seed                         0      1      2      3      4
+    k-means, random init       0.623  0.631  0.646  0.595  0.684
+    both views (learned)       0.719  0.752  0.685  0.712  0.721
+    left view alone            0.475  0.475  0.482  0.450  0.479
+    right view alone           0.512  0.471  0.482  0.496  0.478
+    three views (+ top half)   0.634  0.715  0.667  0.683  0.676
 
-so the assertions use margins below the smallest observed (+0.040 over k-means, +0.20 over the
-better single view); the test runs seed 0.
+so the assertions use margins below the smallest observed (+0.037 over k-means, +0.20 and +0.12
+over the better single view for two and three views); the test runs seed 0.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def runs():
 @pytest.mark.slow
 def test_learned_clusters_beat_kmeans_on_random_init_features(runs):
     trainer, final, km = runs["both"]
-    assert final["nmi_mean"] > km + 0.03, (final["nmi_mean"], km)  # seed 0: 0.716 vs 0.623
+    assert final["nmi_mean"] > km + 0.03, (final["nmi_mean"], km)  # seed 0: 0.719 vs 0.623
     assert final["acc"] > 0.5
     labels, conf = trainer.predict(Digits(["left", "right"], train=False))
     assert nmi_score(trainer.ground_truth, labels[0]) > km  # inference without OT, no noise
@@ -108,7 +110,7 @@ def test_learned_clusters_beat_kmeans_on_random_init_features(runs):
 def test_both_views_beat_either_view_alone(runs):
     both = runs["both"][1]["nmi_mean"]
     alone = max(runs["left"][1]["nmi_mean"], runs["right"][1]["nmi_mean"])
-    assert both > alone + 0.15, (both, alone)  # seed 0: 0.716 vs 0.512
+    assert both > alone + 0.15, (both, alone)  # seed 0: 0.719 vs 0.512
 
 
 @pytest.mark.slow
@@ -117,8 +119,7 @@ def test_a_third_modality_works(runs):
     assert list(trainer.model.encoders) == ["left", "right", "top"]
     aligned = [r["modality"] for r in trainer.history_ if r["event"] == "align"]
     assert aligned == ["right", "top"]
-    # seeds 0/2/4: 0.624/0.662/0.672, each above the better single view (at most 0.512)
     alone = max(runs["left"][1]["nmi_mean"], runs["right"][1]["nmi_mean"])
-    assert final["nmi_mean"] > alone + 0.05, (final["nmi_mean"], alone)
+    assert final["nmi_mean"] > alone + 0.08, (final["nmi_mean"], alone)  # seed 0: 0.634 vs 0.512
     labels, _ = trainer.predict(Digits(["top"], train=False))
     assert labels.shape == (10, 1797)

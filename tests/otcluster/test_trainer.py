@@ -180,6 +180,21 @@ def test_memory_bounded_gives_the_dense_labels(hidden):
     assert int(sizes.min()) > 0
 
 
+@pytest.mark.parametrize("memory_bounded", [False, True])
+def test_single_head(memory_bounded):
+    data = Blobs(n=120, k=3)
+    heads = HeadConfig(n_heads=1, n_clusters=3, hidden_dim=None, dropout=0.0)
+    trainer = SelfLabelTrainer(encoders(), data, config(heads=heads, prior="gaussian", epochs=2,
+                                                        memory_bounded=memory_bounded),
+                               ground_truth=data.y)
+    history = trainer.fit()
+    assert trainer.labels_.shape == (1, 120) and trainer.prior_.shape == (1, 3)
+    clusterings = [r for r in history if r["event"] == "clustering"]
+    assert all(r["memory_bounded"] == memory_bounded for r in clusterings)
+    assert clusterings[-1]["nmi"] > 0.8
+    assert trainer.labeler_.state_dict()["log_v"].shape == (3,)  # warm start kept
+
+
 def test_memory_bounded_switches_on_automatically_above_dense_max_bytes():
     a, _ = _twin_trainers(None, dense_max_bytes=1000)
     assert a._cluster()["memory_bounded"]
