@@ -190,8 +190,9 @@ class TrainerConfig:
         Anderson acceleration (float32 underflows when collapsed clusters are far less likely
         than the best one for every sample; Anderson steps gave NaN for a converged head).
     dense_max_bytes : int or None, default 4 GiB
-        When the dense clustering would hold more than this (log-probabilities and kernel,
-        ``2 * 4 * H * N_local * K`` bytes), use the memory-bounded path. ``None``: never switch.
+        When the dense clustering would hold more than this (log-probabilities, their
+        normalised copies and the kernel, ``16 * H * N_local * K`` bytes), use the
+        memory-bounded path. ``None``: never switch.
     align_max_samples : int or None, default 100000
         Alignment uses at most this many samples (a fixed random subset).
     block_rows : int
@@ -664,11 +665,15 @@ class SelfLabelTrainer:
         return perm, float(np.trace(c)), float(c[perm.numpy(), np.arange(K)].sum())
 
     # -- clustering --------------------------------------------------------------------------
-    def _use_memory_bounded(self, n_local: int) -> bool:
+    def _use_memory_bounded(self) -> bool:
+        """Decided from the largest shard, so that every rank takes the same path."""
         cfg = self.config
         if cfg.memory_bounded:
             return True
-        per_entry = 4 + (8 if cfg.sinkhorn_dtype == "float64" else 4)
+        n_local = -(-self.n_samples // self.world_size)
+        # the trainer's float32 log-probabilities, the labeler's normalised copy and its clone
+        # (average_views), and the solver's kernel (float32, or float64 when redone)
+        per_entry = 12 + (8 if cfg.sinkhorn_dtype == "float64" else 4)
         dense = per_entry * cfg.heads.n_heads * n_local * cfg.heads.n_clusters
         return cfg.dense_max_bytes is not None and dense > cfg.dense_max_bytes
 
@@ -693,7 +698,7 @@ class SelfLabelTrainer:
         positions = cluster_shard(N, self.rank, self.world_size)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self._n_clusterings)
         groups = decorrelated_head_groups(H, min(cfg.head_groups, H), generator=gen)
-        memory_bounded = self._use_memory_bounded(positions.numel())
+        memory_bounded = self._use_memory_bounded()
         retries = self.n_solver_retries_
         solve = self._solve_memory_bounded if memory_bounded else self._solve_dense
         local_labels, local_index, n_iter, converged = solve(positions, groups)
