@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otcluster._align import (
+from otcluster import (
     AlignResult,
     align,
     alignment_cost_matrix,

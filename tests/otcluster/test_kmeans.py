@@ -9,8 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from otcluster._kmeans import KMeansResult, kmeans_baseline
-from otcluster._metrics import nmi_score
+from otcluster import KMeansResult, kmeans_baseline, nmi_score
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 backends = ["sklearn", pytest.param("faiss", marks=pytest.mark.skipif(
