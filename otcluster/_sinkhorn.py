@@ -116,6 +116,9 @@ def _allreduce(t: torch.Tensor, group) -> torch.Tensor:
     return t
 
 
+_TRUST = 20.0  # nats: largest accelerated move of a column potential in one iteration
+
+
 def _anderson_step(hist_p: list[torch.Tensor], hist_f: list[torch.Tensor]) -> torch.Tensor:
     """Type-II Anderson mixing of the column potentials, batched over heads.
 
@@ -154,6 +157,13 @@ def _solve(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson, 
         prior = prior_d.cpu()
     logv = torch.zeros((H, K), dtype=torch.float64)
 
+    # A column whose kernel entries are all flushed to 0 (mass 0) says only that its potential is
+    # far too low, not how far: its step is capped at a probe that keeps every entry of that column
+    # below its row's maximum (the kernel flushes entries below e^-55 of the row max in float32,
+    # e^-600 in float64). An uncapped step (log r - log 1e-300 ~ 690) overshot, emptied every other
+    # column, and the potentials ping-ponged and diverged (lam=1000, or a column 1000 below the rest).
+    probe = 40.0 if ops.kmat_dtype == torch.float32 else 400.0
+
     def measure():
         acc = _allreduce(ops.fused(torch.exp(logv).to(device)).to(device), group).cpu()
         if ops.n_bad:
@@ -168,11 +178,19 @@ def _solve(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson, 
     best = err.clone()
     hist_p: list[torch.Tensor] = []
     hist_f: list[torch.Tensor] = []
+    # centred potentials have K - 1 degrees of freedom: a longer memory makes the secant system
+    # singular and the mixing stalls (seen: K=3, memory 5, error stuck at 0.34 for 1000 passes)
+    anderson = min(anderson, max(K - 2, 0))
     while bool((err > tol).any()) and n_iter < max_iter:
         f = overrelax * (logr - torch.log(mass))  # fixed-point residual of the column update
+        empty = mass <= 1e-300
         pot = g + logv
+        if bool(empty.any()):  # probe steps are not fixed-point residuals: no acceleration
+            f = torch.where(empty, f.clamp_max(probe), f)
+            hist_p.clear()
+            hist_f.clear()
         new = pot + f
-        if anderson > 0:
+        if anderson > 0 and not bool(empty.any()):
             hist_p.append(pot)
             hist_f.append(f)
             if len(hist_p) > anderson + 1:
@@ -180,6 +198,17 @@ def _solve(ops, prior, uniform, *, permute, tol, max_iter, overrelax, anderson, 
                 hist_f.pop(0)
             if len(hist_p) >= 2:
                 new = _anderson_step(hist_p, hist_f)
+                bad = ~torch.isfinite(new).all(-1, keepdim=True)
+                if bool(bad.any()):  # singular secant system (seen at N=12, K=3): plain step
+                    new = torch.where(bad, pot + f, new)
+                    hist_p.clear()
+                    hist_f.clear()
+                # trust region: where the residual hardly responds to the potentials (large lam:
+                # nearly hard assignments) the secant model extrapolates without bound (1e9 nats
+                # seen at lam=1000, which emptied every column but one and never recovered)
+                step = new - pot
+                size = step.abs().amax(-1, keepdim=True)
+                new = pot + step * (_TRUST / size.clamp_min(1e-300)).clamp_max(1.0)
         new = new - new.mean(-1, keepdim=True)  # potentials are defined up to a constant
         logv = new - g
         if ops.absorb_every_pass or logv.abs().amax() > thresh:
