@@ -24,14 +24,16 @@ Solvers (all stop on a relative L1 column-marginal error of 1e-3 unless said oth
   because it stops early: see its column error). ``swav3_raw`` (small cells only): the same
   without the shift, as users fed raw log-probabilities.
 
-Per solver and cell: wall time, iterations, final relative L1 column error, label agreement with
-a high-accuracy reference (ours in float64 with tol 1e-8; where the float64 kernel does not fit
-in memory, ours in float32 with tol 1e-7, recorded as ``reference.kind``), extra peak memory
-(VmHWM reset through ``/proc/self/clear_refs`` right before the solver, minus VmRSS at that
-moment; glibc heap trimmed first), and the time ratio against POT measured in the same process.
-For ours: achieved bytes/s ``(n_iter + 3) * N * K * 4 / time`` (the build reads the input and
-writes the kernel, each pass reads it once, the label pass once more) against the machine's read
-bandwidth measured in the same child (numpy sum, one thread; numba parallel sum, all threads).
+Per solver and cell: wall time, iterations, final relative L1 column error, label agreement with a
+high-accuracy reference (ours in float64 with tol 1e-8, at most 300 passes: at λ=100 with few
+samples per cluster float64 stalls near 1e-6, and the error reached is recorded; where the float64
+kernel does not fit in memory, ours in float32 with tol 1e-7, recorded as ``reference.kind``),
+extra peak memory (VmHWM reset through ``/proc/self/clear_refs`` right before the solver, minus
+VmRSS at that moment; glibc heap trimmed first), and the time ratio against POT measured in the
+same process. For ours: achieved bytes/s ``(n_iter + 3) * N * K * 4 / time`` (the build reads the
+input and writes the kernel, each pass reads it once, the label pass once more) against the
+machine's read bandwidth measured in the same child (numpy sum, one thread; numba parallel sum,
+all threads).
 
 Slow baselines get a time budget per cell (``--budget-s``): POT and the textbook loop get an
 iteration cap computed from their measured cost per element and iteration in earlier cells
@@ -77,6 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 D_FEAT = 128
 GIB = 1 << 30
 PLAIN_MAX_NK = 10_000_000
+REF_MAX_ITER = 300  # passes of the reference solve; its final error is recorded
 TOL = 1e-3  # relative L1 column-marginal error every solver is asked for
 
 FULL_N = (20_000, 200_000, 1_000_000)
@@ -300,11 +303,12 @@ def _warm_up(F, W, x, lam) -> None:
     """JIT compilation, thread pools and lazy imports, outside every timing and memory figure."""
     from otcluster import sinkhorn, sinkhorn_features
 
-    m = min(x.shape[0], max(2 * x.shape[1], 2000))
-    xs = x[:m].contiguous()
+    # kernels are compiled per dtype, not per shape: a small slice is enough
+    xs = torch.log_softmax(x[:2000, :50], dim=1).contiguous()
+    m = xs.shape[0]
     sinkhorn(xs, lam=lam)
     sinkhorn(xs, lam=lam, dtype=torch.float64, tol=1e-6)
-    sinkhorn_features(F[:m], W, lam=lam)
+    sinkhorn_features(F[:m], W[:50], lam=lam)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for which in ("pot", "pot_torch", "pot_log"):
@@ -317,8 +321,12 @@ def _skip(reason: str) -> dict:
     return {"skipped": reason}
 
 
-def run_cell(spec: dict) -> dict:
-    """One grid cell, in its own process. ``spec`` comes from the parent's planning."""
+def run_cell(spec: dict, save=None) -> dict:
+    """One grid cell, in its own process. ``spec`` comes from the parent's planning.
+
+    ``save(cell, step)`` is called before every step, so that a parent that has to kill a slow
+    cell still gets what was measured (and which step was running)."""
+    save = save or (lambda cell, step: None)
     n, k, lam = spec["n"], spec["k"], spec["lam"]
     plan = spec["plan"]
     t_cell = time.perf_counter()
@@ -331,6 +339,7 @@ def run_cell(spec: dict) -> dict:
     _trim()
 
     # reference labels
+    save(cell, "reference")
     ref_kind = plan["reference"]
     ref_labels = None
     if ref_kind == "skip":
@@ -338,8 +347,8 @@ def run_cell(spec: dict) -> dict:
     else:
         kw = ({"dtype": torch.float64, "tol": 1e-8} if ref_kind == "float64"
               else {"dtype": torch.float32, "tol": 1e-7})
-        with PeakMemory() as pm:
-            r, ref_labels, _ = _run_ours(x, lam, max_iter=5000, **kw)
+        with PeakMemory() as pm:  # capped: at lam=100 with N/K small, float64 stalls near 1e-6
+            r, ref_labels, _ = _run_ours(x, lam, max_iter=REF_MAX_ITER, **kw)
         r.update(kind=f"ours {ref_kind} tol {kw['tol']:g}", extra_peak_bytes=pm.extra)
         cell["reference"] = r
         cell["memory_method"] = pm.method
@@ -352,6 +361,7 @@ def run_cell(spec: dict) -> dict:
             cell["solvers"][name] = _skip(p["skip"])
             continue
         labels = None
+        save(cell, name)
         with PeakMemory() as pm:
             if name == "ours":
                 out, labels, res_ours = _run_ours(x, lam)
@@ -410,6 +420,7 @@ def run_cell(spec: dict) -> dict:
 
     # warm start: the head drifts, solve again cold and warm (ours)
     if plan["warm"] and res_ours is not None:
+        save(cell, "warm start")
         del x
         _trim()
         x2 = drifted_problem(F, W, spec["drift"])
@@ -539,7 +550,10 @@ def run_child(spec: dict, timeout: float) -> dict:
             proc = subprocess.run([sys.executable, __file__, "--cell", str(sp), str(op)],
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return {"failed": f"timeout after {timeout:.0f} s"}
+            partial = json.loads(op.read_text()) if op.exists() else {}
+            step = partial.pop("running", "start-up")
+            partial["failed"] = f"timeout after {timeout:.0f} s, killed during: {step}"
+            return partial
         if proc.returncode != 0 or not op.exists():
             tail = (proc.stderr or proc.stdout)[-800:]
             why = " (killed: out of memory?)" if proc.returncode == -9 else ""
@@ -593,7 +607,12 @@ def write_report(results: dict, out: Path, plots: bool = True) -> None:
          f"{m['memory_GiB']} GiB RAM, shared with other jobs (load average "
          f"{results['load_avg_start']:.1f} at the start, {results['load_avg_end']:.1f} at the end); "
          f"torch {m['torch']}, numpy {m['numpy']}, numba {m['numba']}, POT {m['pot']}. "
-         f"Wall time of the run: {results['wall_s'] / 60:.1f} min.", "",
+         f"Wall time: {results['wall_s'] / 60:.1f} min"
+         + (" (all runs below)." if results.get("runs") else "."), ""]
+    for r in results.get("runs", [])[1:]:
+        L += [f"Cells were added by `{r['command']}` (load average {r['load_avg_start']:.1f} at "
+              "its start); its cells' time budgets were calibrated on the cells before.", ""]
+    L += [
          "Absolute times on a loaded machine are noisy; the **ratios** (speed-up against POT, "
          "achieved bandwidth against the machine's read bandwidth) are measured side by side in "
          "the same process and are the numbers to read. See the docstring of "
@@ -605,7 +624,7 @@ def write_report(results: dict, out: Path, plots: bool = True) -> None:
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in results["cells"]:
         head = f"| {c['n']} x {c['k']} | {c['lam']:g} "
-        if "failed" in c or "skipped" in c:
+        if "solvers" not in c:
             L.append(head + f"| {c.get('failed') or c.get('skipped')} |" + " |" * 10)
             continue
         o = c["solvers"].get("ours", {})
@@ -627,11 +646,15 @@ def write_report(results: dict, out: Path, plots: bool = True) -> None:
         for c in results["cells"]:
             if c["lam"] != lam or "solvers" not in c:
                 continue
+            if "failed" in c:
+                L.append(f"| {c['n']} x {c['k']} | **cell incomplete** | | | | | | | {c['failed']} |")
             ref = c.get("reference", {})
             L.append(f"| {c['n']} x {c['k']} | reference: {ref.get('kind', '–')} | {_fmt_t(ref)} | – | "
                      f"{ref.get('iterations', '–')} | {_fmt_err(ref)} | 1 | {_fmt_mem(ref)} | "
                      f"{ref.get('skipped', '')} |")
             for name, o in c["solvers"].items():
+                if "skipped" in o and o["skipped"].startswith("not selected"):
+                    continue
                 if "skipped" in o:
                     L.append(f"| {c['n']} x {c['k']} | {LABELS.get(name, name)} | skipped | | | | | | "
                              f"{o['skipped']} |")
@@ -779,11 +802,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--append", action="store_true",
                    help="add the cells to --out/grid.json instead of starting a new grid "
                         "(its cells also calibrate the time budgets)")
+    p.add_argument("--record-skipped", metavar="REASON", default=None,
+                   help="do not run the cells; record them as skipped for REASON (with --append)")
     p.add_argument("--cell", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.cell:
         spec = json.loads(Path(a.cell[0]).read_text())
-        Path(a.cell[1]).write_text(json.dumps(run_cell(spec), default=float))
+        dest = Path(a.cell[1])
+
+        def save(cell: dict, step: str) -> None:
+            tmp = dest.with_suffix(".part")
+            tmp.write_text(json.dumps(dict(cell, running=step), default=float))
+            tmp.replace(dest)
+
+        cell = run_cell(spec, save)
+        dest.write_text(json.dumps(cell, default=float))
         return {}
 
     t0 = time.perf_counter()
@@ -834,6 +867,13 @@ def main(argv: list[str] | None = None) -> dict:
             results["skipped_cells"].append(reason)
             continue
         ran = [s for s, v in plan["solvers"].items() if "skip" not in v]
+        if not ran or a.record_skipped:
+            why = a.record_skipped or "no solver fits: " + "; ".join(
+                sorted({v["skip"] for v in plan["solvers"].values() if "skip" in v}))
+            reason = f"{n} x {k}, λ={lam:g}: {why} (predicted {predicted:.0f} s)"
+            print("skip cell:", reason, flush=True)
+            results["skipped_cells"].append(reason)
+            continue
         print(f"cell {n} x {k} λ={lam:g}: predicted {predicted:.0f} s, solvers {ran}, "
               f"reference {plan['reference']}", flush=True)
         spec = {"n": n, "k": k, "lam": lam, "seed": 0, "plan": plan, "drift": a.drift,
@@ -841,11 +881,11 @@ def main(argv: list[str] | None = None) -> dict:
         if a.quick:  # tiny cells: same process (a child per cell costs ~30 s of imports here)
             cell = run_cell(spec)
         else:
-            cell = run_child(spec, timeout=max(300.0, 4 * predicted))
+            cell = run_child(spec, timeout=max(600.0, 4 * predicted))
         cell.update(n=n, k=k, lam=lam, nk=n * k, plan=plan)
         if "failed" in cell:
             print(f"  FAILED: {cell['failed']}", flush=True)
-        else:
+        if "solvers" in cell:
             planner.learn(cell)
             o = cell["solvers"]
             for name, v in o.items():
@@ -858,7 +898,8 @@ def main(argv: list[str] | None = None) -> dict:
                           + ("  CAPPED" if v.get("capped") else ""), flush=True)
                 else:
                     print(f"  {name:16s} skipped: {v['skipped']}", flush=True)
-        results["cells"].append(cell)
+        results["cells"] = [c for c in results["cells"] if (c["n"], c["k"], c["lam"]) != (n, k, lam)]
+        results["cells"].append(cell)  # (with --append, a re-run cell replaces the old one)
         results["cells"].sort(key=lambda c: (c["nk"], c["lam"]))
         results["wall_s"] = t_prev + time.perf_counter() - t0
         results["load_avg_end"] = os.getloadavg()[0]
