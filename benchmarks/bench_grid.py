@@ -722,14 +722,15 @@ def plot(results: dict, out: Path) -> None:
                 continue
             pts.sort()
             col = f"C{j}"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col, label=LABELS[name])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col, lw=0.8, alpha=0.5,
+                    label=LABELS[name])
             for x_, y_, cap in pts:
                 ax.plot(x_, y_, "o", color=col, mfc="none" if cap else col)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("N · K")
         ax.set_ylabel("wall time (s)")
-        ax.set_title(f"λ = {lam:g} (hollow = hit iteration/time cap)")
+        ax.set_title(f"λ = {lam:g} (hollow: stopped by its cap before 1e-3)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -42,13 +42,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from otcluster.metrics import cluster_report  # noqa: E402
-
-try:
-    from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig, kmeans_baseline
-except ImportError:  # pragma: no cover - until the package re-exports these names
-    from otcluster._kmeans import kmeans_baseline
-    from otcluster._trainer import HeadConfig, SelfLabelTrainer, TrainerConfig
+from otcluster import (  # noqa: E402
+    HeadConfig,
+    SelfLabelTrainer,
+    TrainerConfig,
+    cluster_report,
+    kmeans_baseline,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10

@@ -27,6 +27,7 @@ LIST_SECTIONS = {"Parameters", "Returns", "Yields", "Attributes", "Raises", "War
 def _inline(text: str) -> str:
     """RST inline markup to Markdown: ``code`` -> `code`, :func:`x` -> `x`."""
     text = re.sub(r":(?:func|class|meth|mod|attr|data|obj|exc):`~?([^`]+)`", r"`\1`", text)
+    text = re.sub(r"::$", ":", text, flags=re.M)  # RST literal-block marker
     return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
@@ -114,6 +115,8 @@ def _members(cls) -> list[tuple[str, object]]:
 
 
 def _kind(obj) -> str:
+    if inspect.ismodule(obj):
+        return "module"
     if inspect.isclass(obj):
         if issubclass(obj, BaseException):
             return "exception"
@@ -128,7 +131,7 @@ def _kind(obj) -> str:
 def render_object(qual: str, obj) -> list[str]:
     short = qual.rsplit(".", 1)[-1]
     out = [f"### `{short}`", "", f"*{_kind(obj)}* — `{qual}`", ""]
-    if inspect.isclass(obj) and issubclass(obj, BaseException):
+    if inspect.ismodule(obj) or (inspect.isclass(obj) and issubclass(obj, BaseException)):
         out += render_doc(obj.__doc__)
         return out
     out += ["```python no-run", _signature(obj, short), "```", ""]
@@ -159,14 +162,16 @@ def generate() -> str:
         if not names:
             continue
         lines += [f"**`{modname}`**", ""]
-        funcs = sorted(n for n in names if not inspect.isclass(getattr(mod, n)))
-        classes = sorted(n for n in names if inspect.isclass(getattr(mod, n)))
-        for group, members in (("Functions", funcs), ("Classes", classes)):
+        objs = {n: getattr(mod, n) for n in names}
+        mods = sorted(n for n, o in objs.items() if inspect.ismodule(o))
+        funcs = sorted(n for n, o in objs.items() if not inspect.isclass(o) and n not in mods)
+        classes = sorted(n for n, o in objs.items() if inspect.isclass(o))
+        for group, members in (("Functions", funcs), ("Classes", classes), ("Modules", mods)):
             if members:
                 lines.append(f"- {group}: " + ", ".join(f"[`{n}`](#{n.lower()})" for n in members))
         lines.append("")
         body += [f"## `{modname}`", ""]
-        for n in funcs + classes:
+        for n in funcs + classes + mods:
             body += render_object(f"{modname}.{n}", getattr(mod, n))
     text = "\n".join(lines + body)
     text = re.sub(r"\n{3,}", "\n\n", text)
