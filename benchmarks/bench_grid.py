@@ -578,8 +578,10 @@ def _fmt_t(o: dict) -> str:
     return s
 
 
-def _fmt_ratio(o: dict) -> str:
-    if "speedup_vs_pot" not in o:
+def _fmt_ratio(o: dict, name: str = "") -> str:
+    if name == "pot" and "time_s" in o:
+        return "1 (itself)"
+    if "speedup_vs_pot" not in o or o.get("capped"):  # a capped solver's ratio means nothing
         return "–"
     return ("≥" if o.get("speedup_vs_pot_is_lower_bound") else "") + f"{o['speedup_vs_pot']:.2g}x"
 
@@ -673,7 +675,7 @@ def write_report(results: dict, out: Path, plots: bool = True) -> None:
                     note.append(f"native err {o['native_error']:.2g}")
                 agr = o.get("agreement")
                 L.append(f"| {c['n']} x {c['k']} | {LABELS.get(name, name)} | {_fmt_t(o)} | "
-                         f"{_fmt_ratio(o)} | {o.get('iterations', '–')} | {_fmt_err(o)} | "
+                         f"{_fmt_ratio(o, name)} | {o.get('iterations', '–')} | {_fmt_err(o)} | "
                          f"{'–' if agr is None else f'{agr:.4%}'} | {_fmt_mem(o)} | {'; '.join(note)} |")
         L.append("")
     warm = [c for c in results["cells"] if "cold_iterations" in c.get("warm_start", {})]
