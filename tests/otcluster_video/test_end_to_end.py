@@ -270,3 +270,43 @@ def test_retrieval_from_split_csv(run, workspace):
     assert result["n_test"] == 4 and result["n_train"] == 8
     assert set(result["recall"]) == {"1", "5"}
     assert 0.0 <= result["recall"]["1"] <= result["recall"]["5"] <= 1.0
+
+
+def test_torchrun_two_processes(workspace):
+    """The command line under torchrun: 2 CPU processes (Gloo), rank 0 writes the run folder."""
+    out = workspace / "run_ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "otcluster_video.cli",
+            "train",
+            "--data",
+            str(workspace / "videos"),
+            "--out",
+            str(out),
+            "--preset",
+            str(workspace / "tiny.toml"),
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.stdout.count("trained 2 epochs") == 1  # printed by rank 0 only
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2 and int(state["epoch"]) == 2
+    assert tuple(state["labels"].shape) == (2, N_VIDEOS)
+    config = load_preset(out / "config.toml")
+    assert config.training.epochs == 2
