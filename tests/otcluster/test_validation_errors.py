@@ -1,0 +1,279 @@
+"""Bad input gives a clear error that names the problem (checked once, at the public boundary)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from otcluster import SinkhornLabeler, average_views, sinkhorn, sinkhorn_features
+
+NAN, INF = float("nan"), float("inf")
+
+
+def good(n: int = 12, k: int = 3, heads: int | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((n, k) if heads is None else (heads, n, k), generator=g).log_softmax(-1)
+
+
+def with_value(value: float, at=(3, 1), heads: int | None = None) -> torch.Tensor:
+    x = good(heads=heads)
+    x[(0, *at) if heads else at] = value
+    return x
+
+
+# --- the log-probabilities -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("value", [NAN, INF, -INF])
+@pytest.mark.parametrize("heads", [None, 2])
+def test_non_finite_log_p(value, dtype, backend, heads):
+    x = with_value(value, heads=heads).to(dtype)
+    with pytest.raises(ValueError, match="log_p contains non-finite"):
+        sinkhorn(x, backend=backend, dtype=dtype)
+    with pytest.raises(ValueError, match="non-finite"):
+        sinkhorn(x.numpy(), backend=backend)
+
+
+@pytest.mark.parametrize(
+    "shape,match",
+    [
+        ((3, 5), r"K=5 clusters is more than N=3"),
+        ((2, 4, 6), r"K=6 clusters is more than N=4"),
+        ((10, 1), r"at least K=2 clusters, got K=1"),
+        ((10, 0), r"at least K=2"),
+        ((0, 4), r"no samples \(N=0\)"),
+        ((2, 0, 4), r"no samples \(N=0\)"),
+        ((8,), r"log_p must be 2-D or 3-D, got shape \(8,\)"),
+        ((2, 2, 3, 4), r"log_p must be 2-D or 3-D"),
+        ((), r"2-D or 3-D"),
+    ],
+)
+def test_bad_shapes(shape, match):
+    with pytest.raises(ValueError, match=match):
+        sinkhorn(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        torch.zeros(6, 3, dtype=torch.int64),
+        torch.zeros(6, 3, dtype=torch.int32),
+        torch.zeros(6, 3, dtype=torch.bool),
+        torch.zeros(6, 3, dtype=torch.complex64),
+        np.zeros((6, 3), dtype=np.int64),
+        np.zeros((6, 3), dtype=bool),
+        np.zeros((6, 3), dtype=np.complex128),
+    ],
+    ids=["torch-int64", "torch-int32", "torch-bool", "torch-complex", "np-int64", "np-bool", "np-complex"],
+)
+def test_non_floating_dtypes_are_type_errors(data):
+    with pytest.raises(TypeError, match="floating dtype"):
+        sinkhorn(data)
+
+
+@pytest.mark.parametrize("data", ["abc", None, 3.0, {1, 2}])
+def test_non_arrays_are_type_errors(data):
+    with pytest.raises(TypeError, match="log_p"):
+        sinkhorn(data)
+
+
+# --- scalar parameters ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lam", [0, 0.0, -1.0, NAN, INF, -INF])
+def test_bad_lam(lam):
+    with pytest.raises(ValueError, match="lam must be a positive finite number"):
+        sinkhorn(good(), lam=lam)
+
+
+@pytest.mark.parametrize("lam", ["twenty", None, [1.0, 2.0]])
+def test_non_numeric_lam(lam):
+    with pytest.raises(TypeError, match="lam"):
+        sinkhorn(good(), lam=lam)
+
+
+@pytest.mark.parametrize("tol", [0, 0.0, -1e-3, NAN, INF])
+def test_bad_tol(tol):
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        sinkhorn(good(), tol=tol)
+
+
+@pytest.mark.parametrize("max_iter", [0, -5, 2.5])
+def test_bad_max_iter(max_iter):
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        sinkhorn(good(), max_iter=max_iter)
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(overrelax=0.0), ValueError, "overrelax"),
+    (dict(overrelax=2.0), ValueError, "overrelax"),
+    (dict(anderson=-1), ValueError, "anderson"),
+    (dict(anderson=1.5), ValueError, "anderson"),
+    (dict(dtype=torch.float16), TypeError, "dtype must be torch.float32 or torch.float64"),
+    (dict(dtype=torch.int32), TypeError, "dtype"),
+    (dict(backend="cuda"), ValueError, "backend must be 'auto', 'numba' or 'torch'"),
+])
+def test_bad_solver_options(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        sinkhorn(good(), **kwargs)
+
+
+def test_numba_backend_refuses_non_cpu_input():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    with pytest.raises(ValueError, match="backend='numba' needs a CPU tensor"):
+        sinkhorn(good().cuda(), backend="numba")
+
+
+# --- priors -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "prior,match",
+    [
+        ([0.5, 0.5], r"prior has length 2 but there are K=3 clusters"),
+        ([0.25, 0.25, 0.25, 0.25], r"prior has length 4"),
+        ([1.2, -0.2, 0.0], "prior contains negative values"),
+        ([0.5, 0.2, 0.2], r"prior must sum to 1"),
+        ([0.6, 0.6, 0.6], r"prior must sum to 1"),
+        ([NAN, 0.5, 0.5], "prior contains non-finite values"),
+        ([INF, 0.0, 0.0], "prior contains non-finite values"),
+        ([[0.5, 0.25, 0.25]] * 2, r"does not match n_heads"),
+        ([[[1 / 3] * 3]], r"prior must be 1-D \(K,\) or 2-D \(H, K\)"),
+        ("pareto", "prior kind must be one of"),
+    ],
+)
+def test_bad_prior(prior, match):
+    with pytest.raises(ValueError, match=match):
+        sinkhorn(good(), prior=prior)
+
+
+def test_bad_prior_for_heads():
+    x = good(heads=2)
+    with pytest.raises(ValueError, match=r"does not match n_heads=2"):
+        sinkhorn(x, prior=[[1 / 3] * 3] * 3)
+    with pytest.raises(ValueError, match=r"prior has 2 columns but there are K=3"):
+        sinkhorn(x, prior=[[0.5, 0.5]] * 2)
+    with pytest.raises(ValueError, match="sum to 1"):
+        sinkhorn(x, prior=[[1 / 3] * 3, [0.5, 0.5, 0.5]])
+
+
+def test_prior_of_the_wrong_type():
+    with pytest.raises(TypeError, match="prior must be a string or a numeric vector"):
+        sinkhorn(good(), prior=object())
+
+
+# --- warm start ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "warm,heads,match",
+    [
+        (torch.zeros(4), None, r"warm_start has shape \(1, 4\), expected \(3,\) or \(1, 3\)"),
+        (torch.zeros(2, 3), None, r"warm_start has shape \(2, 3\)"),
+        (torch.zeros(3, 3), 2, r"warm_start has shape \(3, 3\), expected \(3,\) or \(2, 3\)"),
+        (torch.zeros(5), 2, r"warm_start has shape"),
+        (torch.tensor([0.0, NAN, 1.0]), None, "warm_start potentials contain non-finite values"),
+        (torch.tensor([0.0, INF, 1.0]), None, "warm_start potentials contain non-finite"),
+    ],
+)
+def test_bad_warm_start(warm, heads, match):
+    with pytest.raises(ValueError, match=match):
+        sinkhorn(good(heads=heads), warm_start=warm)
+
+
+def test_warm_start_from_a_result_of_another_size():
+    other = sinkhorn(good(k=4))
+    with pytest.raises(ValueError, match="warm_start has shape"):
+        sinkhorn(good(k=3), warm_start=other)
+
+
+# --- sinkhorn_features -----------------------------------------------------------------------------
+
+def feats():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(20, 4, generator=g), torch.randn(3, 4, generator=g), torch.randn(3, generator=g)
+
+
+@pytest.mark.parametrize(
+    "mutate,err,match",
+    [
+        (lambda f, w, b: (f[:, :3], w, b), ValueError, r"features have D=3 columns but weight expects D=4"),
+        (lambda f, w, b: (f, w, b[:2]), ValueError, r"bias has shape \(2,\), expected \(3,\)"),
+        (lambda f, w, b: (f[0], w, b), ValueError, "features must be 2-D"),
+        (lambda f, w, b: (f, w[0], b), ValueError, "weight must be 2-D or 3-D"),
+        (lambda f, w, b: (f[:2], w, b), ValueError, r"K=3 clusters is more than N=2"),
+        (lambda f, w, b: (f[:0], w, b), ValueError, r"N=0"),
+        (lambda f, w, b: (f, w[:1], b[:1]), ValueError, r"at least K=2"),
+        (lambda f, w, b: (f.long(), w, b), TypeError, "features must have a floating dtype"),
+        (lambda f, w, b: (f, w.int(), b), TypeError, "weight must have a floating dtype"),
+        (lambda f, w, b: (f.index_fill(0, torch.tensor([2]), NAN), w, b), ValueError,
+         "features contains non-finite"),
+        (lambda f, w, b: (f, w.index_fill(0, torch.tensor([1]), INF), b), ValueError,
+         "weight contains non-finite"),
+        (lambda f, w, b: (f, w, b.index_fill(0, torch.tensor([0]), NAN)), ValueError,
+         "bias contains non-finite"),
+    ],
+)
+def test_bad_features_input(mutate, err, match):
+    f, w, b = mutate(*feats())
+    with pytest.raises(err, match=match):
+        sinkhorn_features(f, w, b)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(block_rows=0), "block_rows must be >= 1"),
+    (dict(lam=-2.0), "lam"),
+    (dict(tol=0.0), "tol"),
+    (dict(max_iter=0), "max_iter"),
+    (dict(prior=[0.5, 0.5]), "length 2"),
+    (dict(warm_start=torch.zeros(7)), "warm_start"),
+])
+def test_bad_features_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sinkhorn_features(*feats(), **kwargs)
+
+
+# --- labeler and views ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("views,match", [
+    ({"audio": good(12, 3), "video": good(10, 3)}, r"audio is \(12, 3\) but video is \(10, 3\)"),
+    ({"audio": good(12, 3), "video": good(12, 4)}, r"audio is \(12, 3\) but video is \(12, 4\)"),
+    ([good(12, 3), good(12, 3), good(11, 3)], r"views\[0\] is \(12, 3\) but views\[2\] is \(11, 3\)"),
+    ([good(12, 3), good(12, 3, heads=2)], r"same shape"),
+])
+def test_views_of_different_shapes(views, match):
+    with pytest.raises(ValueError, match=match):
+        average_views(views)
+    with pytest.raises(ValueError, match="all views must have the same shape"):
+        SinkhornLabeler(3).fit(views)
+
+
+def test_views_errors():
+    with pytest.raises(ValueError, match="no views given"):
+        average_views({})
+    with pytest.raises(TypeError, match="video must have a floating dtype"):
+        average_views({"audio": good(), "video": torch.zeros(12, 3, dtype=torch.int64)})
+    with pytest.raises(ValueError, match="non-finite"):
+        SinkhornLabeler(3).fit({"audio": good(), "video": with_value(NAN)})
+
+
+@pytest.mark.parametrize("make,x,match", [
+    (lambda: SinkhornLabeler(4), good(12, 3), r"expected input of shape \(N, 4\)"),
+    (lambda: SinkhornLabeler(3, n_heads=2), good(12, 3), r"n_heads=2 expects input of shape \(2, N, 3\)"),
+    (lambda: SinkhornLabeler(3, n_heads=2), good(12, 3, heads=3), r"expected input of shape"),
+    (lambda: SinkhornLabeler(1), good(12, 1), "n_clusters must be >= 2"),
+    (lambda: SinkhornLabeler(3, prior="pareto"), good(), "prior must be one of"),
+    (lambda: SinkhornLabeler(3, prior=[0.5, 0.5]), good(), "prior has length 2"),
+    (lambda: SinkhornLabeler(3, prior=[0.5, 0.6, -0.1]), good(), "negative"),
+    (lambda: SinkhornLabeler(3, lam=0.0), good(), "lam"),
+    (lambda: SinkhornLabeler(3, tol=-1.0), good(), "tol"),
+    (lambda: SinkhornLabeler(3, max_iter=0), good(), "max_iter"),
+])
+def test_labeler_errors(make, x, match):
+    with pytest.raises(ValueError, match=match):
+        make().fit(x)
+
+
+def test_labeler_integer_input_is_a_type_error():
+    with pytest.raises(TypeError, match="floating dtype"):
+        SinkhornLabeler(3).fit(torch.zeros(12, 3, dtype=torch.int64))
