@@ -22,18 +22,23 @@ from typing import Any
 __all__ = ["DEMO_DATA", "DEMO_OVERRIDES", "main", "run_demo", "verdict"]
 
 #: Synthetic data of the demo (arguments of :func:`otcluster_video.make_synthetic_dataset`).
+#: 480 videos rather than 240 for 20 epochs rather than 40 (the same number of training steps):
+#: in trials the self-labelling escaped a two-class mix-up that 240 videos kept on one seed in
+#: three. 10 % of the videos have a degraded picture and another 10 % a degraded sound: with
+#: 25 %, a group of degraded videos (larger than a class) became a cluster of its own.
 DEMO_DATA: dict[str, Any] = {
-    "n_videos": 240,
+    "n_videos": 480,
     "n_classes": 6,
     "seconds": 2.0,
     "size": 64,
-    "degrade_fraction": 0.25,
+    "degrade_fraction": 0.1,
     "broken": 4,
     "seed": 0,
 }
 
-#: Overrides of the ``cpu`` preset for the demo (the cache goes inside the output folder).
-DEMO_OVERRIDES: dict[str, Any] = {}
+#: Overrides of the ``cpu`` preset for the demo (the cache goes inside the output folder;
+#: ``heads.n_clusters`` is set to the number of classes).
+DEMO_OVERRIDES: dict[str, Any] = {"training.epochs": 20, "clustering.n_clusterings": 25}
 
 
 def _step(name: str) -> float:

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig, kmeans_baseline
+from otcluster.metrics import select_head
 
 from ._config import VideoRecipeConfig, load_preset
-from ._probe import PrepareReport, VideoInfo, load_manifest
+from ._probe import PrepareReport, VideoInfo, index_videos, load_manifest
 from ._probe import prepare as _prepare_manifest
 from .dataset import AVDataset
 from .evaluate import (
-    EvalRow,
     degrade_frames,
     format_table,
     modality_labels,
@@ -354,8 +357,6 @@ def _ground_truth(videos: Sequence[VideoInfo], truth: str | Path | None) -> np.n
     """Integer classes (-1 unknown) from a truth CSV (path, label) or the manifest labels;
     ``None`` when fewer than two classes are known."""
     if truth is not None:
-        from ._probe import index_videos
-
         names = {str(p): lab for p, lab in index_videos(truth)}
         given = [names.get(str(Path(v.path).resolve()), "") for v in videos]
     else:
@@ -405,7 +406,7 @@ def trainer_config(
     world_size: int = 1,
     cuda: bool = False,
     progress: bool = True,
-) -> Any:
+) -> TrainerConfig:
     """Translate the recipe configuration into an :class:`otcluster.TrainerConfig`.
 
     The learning rate is scaled linearly with the number of processes (paper: 0.01 per GPU).
@@ -425,8 +426,6 @@ def trainer_config(
     -------
     otcluster.TrainerConfig
     """
-    from otcluster._trainer import HeadConfig, TrainerConfig
-
     t, h = config.training, config.heads
     return TrainerConfig(
         heads=HeadConfig(n_heads=h.n_heads, n_clusters=h.n_clusters, hidden_dim=h.hidden, dropout=h.dropout),
@@ -477,9 +476,7 @@ def _make_trainer(
     process_group: Any = None,
     ground_truth: np.ndarray | None = None,
     progress: bool = True,
-) -> Any:
-    from otcluster._trainer import SelfLabelTrainer
-
+) -> SelfLabelTrainer:
     _, world = _rank_world(process_group)
     tcfg = trainer_config(
         config,
@@ -503,7 +500,7 @@ class _Loaded:
     config: VideoRecipeConfig
     paths: RunPaths
     videos: list[VideoInfo]
-    trainer: Any
+    trainer: SelfLabelTrainer
 
 
 def _load_run(run: str | Path, device: str | torch.device, progress: bool) -> _Loaded:
@@ -528,11 +525,9 @@ def _eval_dataset(
     return IndexedClips(AVDataset(list(videos), config, train=False), video_transform)
 
 
-def _primary_head(trainer: Any) -> int:
+def _primary_head(trainer: SelfLabelTrainer) -> int:
     """The unsupervised head choice: the head that agrees most with the others
     (:func:`otcluster.metrics.select_head` on the training self-labels)."""
-    from otcluster.metrics import select_head
-
     if trainer.labels_ is None:
         return 0
     return select_head(trainer.labels_)
@@ -738,7 +733,9 @@ def label(
 # --------------------------------------------------------------------------------------------
 
 
-def _heads_log_probs(trainer: Any, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _heads_log_probs(
+    trainer: SelfLabelTrainer, features: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Log-probabilities (H, N, K) of each modality's heads applied to pooled features."""
     model = trainer.model
     was = model.training
@@ -775,8 +772,6 @@ def _random_init_features(
     variance 1) the activations of an untrained network are not normalised, which would make
     the random baseline needlessly weak.
     """
-    from tqdm.auto import tqdm
-
     encoders = {m: e.to(device) for m, e in build_encoders(config).items()}
     n = len(dataset)
     loader_kw = dict(batch_size=batch_size, num_workers=config.data.num_workers)
@@ -819,8 +814,6 @@ def _kmeans_labelings(
     name: str, features: Mapping[str, torch.Tensor], k: int, seed: int
 ) -> list[tuple[str, bool, bool, None, np.ndarray]]:
     """k-means (faiss when available) on L2-normalised pooled features: video, audio, both."""
-    from otcluster._kmeans import kmeans_baseline
-
     both = torch.cat([_l2(features["video"]), _l2(features["audio"])], 1)
     out = []
     for (v, a), x in (
@@ -830,6 +823,11 @@ def _kmeans_labelings(
     ):
         out.append((name, v, a, None, kmeans_baseline(x, k, seed=seed).labels.numpy()))
     return out
+
+
+def _head_note(head: int, primary: int) -> str:
+    notes = (["paper"] if head == 0 else []) + (["selected"] if head == primary else [])
+    return ", ".join(notes)
 
 
 def _head_labelings(
@@ -932,19 +930,7 @@ def evaluate(
         if "self" in labs:
             labelings.append(("SeLaVi self-labels (OT)", True, True, h, labs["self"][h].numpy()[keep]))
     rows = score_labelings(yk, labelings)
-    rows = [
-        EvalRow(
-            **{
-                **r.__dict__,
-                "note": "selected"
-                if r.head == primary and primary != 0
-                else ("paper" if r.head == 0 else ""),
-            }
-        )
-        if r.head is not None
-        else r
-        for r in rows
-    ]
+    rows = [r if r.head is None else replace(r, note=_head_note(r.head, primary)) for r in rows]
     title = (
         f"{paths.root}: {int(keep.sum())} videos, {k} classes, K = {config.heads.n_clusters} "
         f"clusters; head 0 (paper) and head {primary} (selected without labels)"
@@ -1028,8 +1014,6 @@ def degrade(
         labs = modality_labels(_heads_log_probs(trainer, features))
         keep = (y >= 0) & ~np.isin(np.arange(len(y)), list(dataset.substituted))
         k = int(len(np.unique(y[keep])))
-        from otcluster._kmeans import kmeans_baseline
-
         km = kmeans_baseline(_l2(features["video"]), k, seed=config.training.seed).labels.numpy()
         labelings: list[tuple[str, bool, bool, int | None, Any]] = [
             ("k-means, SeLaVi features", True, False, None, km[keep])
@@ -1112,7 +1096,7 @@ def _split_sources(split_csv: Path, out_dir: Path) -> tuple[Path, Path]:
 
 
 def _clip_features(
-    trainer: Any,
+    trainer: SelfLabelTrainer,
     videos: Sequence[VideoInfo],
     config: VideoRecipeConfig,
     n_clips: int,
