@@ -6,7 +6,14 @@ scikit-learn and faiss are optional (``OTKMeans``, ``kmeans_baseline``) and impo
 """
 
 from . import metrics
-from ._align import AlignResult, align, alignment_cost_matrix, permute_linear, permute_linear_
+from ._align import (
+    AlignResult,
+    align,
+    align_from_cost,
+    alignment_cost_matrix,
+    permute_linear,
+    permute_linear_,
+)
 from ._heads import HeadConfig, MultiHead
 from ._kmeans import KMeansResult, kmeans_baseline
 from ._labeler import SinkhornLabeler, average_views, decorrelated_head_groups
@@ -50,6 +57,7 @@ __all__ = [
     "SinkhornResult",
     "TrainerConfig",
     "align",
+    "align_from_cost",
     "alignment_cost_matrix",
     "ari_score",
     "average_views",

@@ -24,6 +24,7 @@ from scipy.optimize import linear_sum_assignment
 __all__ = [
     "AlignResult",
     "align",
+    "align_from_cost",
     "alignment_cost_matrix",
     "permute_linear",
     "permute_linear_",
@@ -275,21 +276,77 @@ def align(
     >>> bool(torch.equal(p_a[:, res.permutation], p_b))
     True
     """
+    block_size = _check_block_size(block_size)
+    _check_method(method, n_steps, patience, n_restarts)
+    a, b = _check_probs(p_a, p_b)
+    cost = _cost_matrix(a, b, "auto", block_size)
+    res = align_from_cost(cost, method=method, n_steps=n_steps, patience=patience,
+                          n_restarts=n_restarts, seed=seed)
+    return res._replace(permutation=res.permutation.to(a.device))
+
+
+def _check_method(method: str, n_steps: Any, patience: Any, n_restarts: Any) -> tuple[int, int, int]:
     if method not in ALIGN_METHODS:
         raise ValueError(f"method must be one of {ALIGN_METHODS}, got {method!r}")
-    block_size = _check_block_size(block_size)
-    if method == "greedy":
-        n_steps = _check_positive_int(n_steps, "n_steps")
-        patience = _check_positive_int(patience, "patience")
-        n_restarts = _check_positive_int(n_restarts, "n_restarts")
-    a, b = _check_probs(p_a, p_b)
-    cost = _cost_matrix(a, b, "auto", block_size).cpu().numpy()
+    return (_check_positive_int(n_steps, "n_steps"), _check_positive_int(patience, "patience"),
+            _check_positive_int(n_restarts, "n_restarts"))
+
+
+def align_from_cost(
+    cost: Any,
+    *,
+    method: str = "exact",
+    n_steps: int = 50000,
+    patience: int = 1000,
+    n_restarts: int = 5,
+    seed: int | None = None,
+) -> AlignResult:
+    """Permutation minimising ``sum_k cost[perm[k], k]`` for a cost matrix already built.
+
+    For when the cost matrix comes from elsewhere: summed over the shards of a distributed
+    dataset (:func:`alignment_cost_matrix` on each rank, then an all-reduce), accumulated over
+    batches, or a custom dissimilarity between two heads' clusters.
+
+    Parameters
+    ----------
+    cost : Tensor or ndarray of shape (K, K)
+        ``cost[j, k]``: cost of matching source cluster ``j`` to target cluster ``k``; finite.
+    method, n_steps, patience, n_restarts, seed
+        As in :func:`align`.
+
+    Returns
+    -------
+    AlignResult
+        ``permutation`` (LongTensor (K,), on the CPU), ``cost`` (float), ``method``.
+
+    Raises
+    ------
+    ValueError
+        If ``cost`` is not a finite square matrix, or a parameter is out of range.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cost = torch.tensor([[5.0, 0.0, 9.0], [9.0, 5.0, 0.0], [0.0, 9.0, 5.0]])
+    >>> res = align_from_cost(cost)
+    >>> res.permutation.tolist(), res.cost
+    ([2, 0, 1], 0.0)
+    """
+    n_steps, patience, n_restarts = _check_method(method, n_steps, patience, n_restarts)
+    c = torch.as_tensor(cost).detach()
+    if c.dim() != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 1:
+        raise ValueError(f"cost must be a square (K, K) matrix, got shape {tuple(c.shape)}")
+    if c.is_complex() or c.dtype == torch.bool:
+        raise ValueError(f"cost must be real, got {c.dtype}")
+    c = c.to("cpu", torch.float64).numpy()
+    if not np.isfinite(c).all():
+        raise ValueError(f"cost contains {int((~np.isfinite(c)).sum())} NaN or infinite values")
     if method == "exact":
-        perm = _exact_permutation(cost)
+        perm = _exact_permutation(c)
     else:
-        perm = _greedy_permutation(cost, n_steps, patience, n_restarts, seed)
-    total = float(cost[perm, np.arange(cost.shape[0])].sum())
-    return AlignResult(torch.from_numpy(perm).to(a.device), total, method)
+        perm = _greedy_permutation(np.ascontiguousarray(c), n_steps, patience, n_restarts, seed)
+    total = float(c[perm, np.arange(c.shape[0])].sum())
+    return AlignResult(torch.from_numpy(perm), total, method)
 
 
 def _check_permutation(permutation: Any, n: int) -> torch.Tensor:

@@ -54,11 +54,16 @@ def average_views(views: Any, *, normalize: bool = True) -> torch.Tensor:
             )
     if len(tensors) == 1 and not normalize:
         return tensors[0][1]
+    # one N x K buffer in all: the first view's log_softmax (a new tensor) accumulates the others
     out = None
     for _, t in tensors:
         t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-        t = torch.log_softmax(t, dim=-1) if normalize else t
-        out = t.clone() if out is None else out.add_(t.to(out.device, out.dtype))
+        if normalize:
+            t = torch.log_softmax(t, dim=-1)
+        if out is None:
+            out = t if normalize else t.clone()  # never write into the caller's tensor
+        else:
+            out.add_(t.to(out.device, out.dtype))
     return out.div_(len(tensors)) if len(tensors) > 1 else out
 
 
@@ -230,8 +235,9 @@ class SinkhornLabeler:
         prior = self._fixed_prior()
         warm = None
         last = getattr(self, "result_", None)
-        if self.warm_start and last is not None and tuple(last.log_v.shape) == tuple(prior.shape):
-            warm = last.log_v
+        if self.warm_start and last is not None and last.log_v.numel() == prior.numel():
+            # the same heads and K; (K,) and (1, K) are both one head: match the input's layout
+            warm = last.log_v.reshape(x.shape[0], -1) if x.dim() == 3 else last.log_v.reshape(-1)
         res = sinkhorn(
             x, lam=self.lam, prior=prior, permute_prior=self.permute_prior, tol=self.tol,
             max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax, anderson=self.anderson,
@@ -263,7 +269,9 @@ class SinkhornLabeler:
     def load_state_dict(self, state: dict) -> SinkhornLabeler:
         self.prior_ = state.get("prior")
         log_v = state.get("log_v")
-        if log_v is not None:
+        if log_v is None:
+            self.result_ = None  # no warm start saved: never keep this object's previous one
+        else:
             z = torch.zeros(())
             self.result_ = SinkhornResult(z, None, 0, z.bool(), z, z, log_v, self.prior_)
         return self

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import default_collate as _default_collate
 from tqdm import tqdm
 
+from ._align import align, align_from_cost, alignment_cost_matrix, permute_linear_
 from ._checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from ._distributed import (
     all_gather_objects,
@@ -190,9 +191,9 @@ class TrainerConfig:
         Anderson acceleration (float32 underflows when collapsed clusters are far less likely
         than the best one for every sample; Anderson steps gave NaN for a converged head).
     dense_max_bytes : int or None, default 4 GiB
-        When the dense clustering would hold more than this (log-probabilities, their
-        normalised copies and the kernel, ``16 * H * N_local * K`` bytes), use the
-        memory-bounded path. ``None``: never switch.
+        When the dense clustering would hold more than this (float32 log-probabilities,
+        their normalised copy and the kernel: ``12 * H * N_local * K`` bytes, 16 with
+        ``sinkhorn_dtype="float64"``), use the memory-bounded path. ``None``: never switch.
     align_max_samples : int or None, default 100000
         Alignment uses at most this many samples (a fixed random subset).
     block_rows : int
@@ -627,8 +628,6 @@ class SelfLabelTrainer:
             before, after = [], []
             for h in range(H):
                 perm, c0, c1 = self._align_pair(probs[m][h], probs[ref][h], cfg.seed + h)
-                from ._align import permute_linear_
-
                 permute_linear_(self.model.heads[m].last_linear(h), perm.cpu())
                 before.append(c0)
                 after.append(c1)
@@ -642,8 +641,6 @@ class SelfLabelTrainer:
     def _align_pair(self, p_a: torch.Tensor, p_b: torch.Tensor, seed: int
                     ) -> tuple[torch.Tensor, float, float]:
         """Permutation of ``p_a``'s clusters matching ``p_b``; (perm, cost before, cost after)."""
-        from ._align import align, alignment_cost_matrix
-
         p_a, p_b = p_a.cpu(), p_b.cpu()
         if self.process_group is None:
             res = align(p_a, p_b, method=self.config.align, seed=seed)
@@ -652,14 +649,7 @@ class SelfLabelTrainer:
         # sharded: the cost matrix is a sum over samples, so sum the shards' matrices
         cost = all_reduce_sum(alignment_cost_matrix(p_a, p_b).cpu(), self.process_group)
         c = cost.numpy()
-        if self.config.align == "exact":
-            from scipy.optimize import linear_sum_assignment
-
-            perm = torch.from_numpy(linear_sum_assignment(c.T)[1].astype(np.int64))
-        else:
-            from ._align import _greedy_permutation
-
-            perm = torch.from_numpy(_greedy_permutation(c, 50000, 1000, 5, seed))
+        perm = align_from_cost(c, method=self.config.align, seed=seed).permutation
         perm = broadcast_from_first(perm, self.process_group)
         K = c.shape[0]
         return perm, float(np.trace(c)), float(c[perm.numpy(), np.arange(K)].sum())
@@ -671,9 +661,9 @@ class SelfLabelTrainer:
         if cfg.memory_bounded:
             return True
         n_local = -(-self.n_samples // self.world_size)
-        # the trainer's float32 log-probabilities, the labeler's normalised copy and its clone
-        # (average_views), and the solver's kernel (float32, or float64 when redone)
-        per_entry = 12 + (8 if cfg.sinkhorn_dtype == "float64" else 4)
+        # the trainer's float32 log-probabilities, the labeler's normalised copy (average_views),
+        # and the solver's kernel (float32, or float64 when redone)
+        per_entry = 8 + (8 if cfg.sinkhorn_dtype == "float64" else 4)
         dense = per_entry * cfg.heads.n_heads * n_local * cfg.heads.n_clusters
         return cfg.dense_max_bytes is not None and dense > cfg.dense_max_bytes
 

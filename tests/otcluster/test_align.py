@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from otcluster import (
     AlignResult,
     align,
+    align_from_cost,
     alignment_cost_matrix,
     permute_linear,
     permute_linear_,
@@ -140,6 +141,48 @@ def test_float64_and_float32_give_same_permutation():
     r32 = align(p_a.float(), p_b.float())
     assert torch.equal(r64.permutation, r32.permutation)
     assert r32.cost == pytest.approx(r64.cost, rel=1e-5)
+
+
+# --- alignment from a given cost matrix ------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_align_from_cost_equals_brute_force(k, seed):
+    cost = np.random.default_rng(seed).normal(size=(k, k))
+    res = align_from_cost(cost)
+    best = min(cost[list(p), np.arange(k)].sum() for p in itertools.permutations(range(k)))
+    assert sorted(res.permutation.tolist()) == list(range(k))
+    assert res.cost == pytest.approx(best, rel=1e-12, abs=1e-12)
+    assert res.cost == pytest.approx(cost[res.permutation.numpy(), np.arange(k)].sum(), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["exact", "greedy"])
+def test_align_from_summed_shard_costs_equals_align_on_all_samples(method):
+    """The distributed use: each shard builds its cost matrix, the sum aligns the whole set."""
+    p_a, p_b = softmax_probs(300, 7, 1), softmax_probs(300, 7, 2)
+    shards = [slice(0, 100), slice(100, 220), slice(220, 300)]
+    cost = sum(alignment_cost_matrix(p_a[s], p_b[s]) for s in shards)
+    whole = align(p_a, p_b, method=method, seed=3)
+    got = align_from_cost(cost, method=method, seed=3)
+    assert torch.equal(got.permutation, whole.permutation)
+    assert got.cost == pytest.approx(whole.cost, rel=1e-6)  # float32 inputs, other summation order
+
+
+@pytest.mark.parametrize(
+    "cost, match",
+    [
+        (np.ones((2, 3)), "square"),
+        (np.ones(3), "square"),
+        (np.array([[0.0, np.nan], [1.0, 0.0]]), "NaN or infinite"),
+        (np.array([[0.0, np.inf], [1.0, 0.0]]), "NaN or infinite"),
+    ],
+)
+def test_align_from_cost_bad_input_raises(cost, match):
+    with pytest.raises(ValueError, match=match):
+        align_from_cost(cost)
+    with pytest.raises(ValueError, match="method"):
+        align_from_cost(np.eye(2), method="auction")
+
 
 
 # --- input validation --------------------------------------------------------------------------

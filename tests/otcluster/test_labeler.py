@@ -20,6 +20,9 @@ from otcluster import (
     sinkhorn,
 )
 
+# small problems: numba's thread pool would dominate (see conftest.serial_numba)
+pytestmark = pytest.mark.usefixtures("serial_numba")
+
 F64 = torch.float64
 
 
@@ -101,6 +104,20 @@ def test_average_views_normalize_false_and_single_view():
     assert torch.allclose(np_avg, average_views([a, b]))
 
 
+def test_average_views_holds_one_buffer_for_a_single_view():
+    """A dense fit must not hold extra N x K copies: one log_softmax output, no clone of it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = logits(4000, 50, 21)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = average_views(x)
+    allocated = sum(e.cpu_memory_usage for e in prof.events()
+                    if e.cpu_memory_usage > 0 and e.cpu_parent is None)
+    buffer = x.numel() * x.element_size()
+    assert buffer <= allocated < 1.5 * buffer
+    assert torch.allclose(out, torch.log_softmax(x, 1), rtol=0, atol=0)
+
+
 def test_fit_predict_equals_fit_labels():
     x = logits(300, 5, 8)
     got = SinkhornLabeler(5, prior="zipf").fit_predict(x)
@@ -124,6 +141,32 @@ def test_warm_start_across_calls_reduces_iterations():
     assert no_warm.n_iter_ == cold.n_iter_ and torch.equal(no_warm.labels_, cold.labels_)
     reset = SinkhornLabeler(6, **kw).fit(x0).reset().fit(x1)
     assert reset.n_iter_ == cold.n_iter_
+
+
+def test_warm_start_works_for_one_head_given_as_a_batch():
+    """(1, N, K) input with n_heads=1: the prior is (K,) and the potentials (1, K); the warm
+    start must still be used (it was silently dropped when the shapes were compared)."""
+    x0 = logits(300, 6, 9).unsqueeze(0)
+    x1 = drift(x0, 10)
+    kw = dict(tol=1e-4, anderson=0)
+    lab = SinkhornLabeler(6, **kw).fit(x0).fit(x1)
+    cold = SinkhornLabeler(6, **kw).fit(x1)
+    assert lab.labels_.shape == (1, 300)
+    assert lab.n_iter_ < cold.n_iter_
+    # and the other way round: warm potentials from a 2-D fit feed a (1, N, K) fit
+    lab2 = SinkhornLabeler(6, **kw).fit(x0[0]).fit(x1)
+    assert lab2.n_iter_ == lab.n_iter_ and torch.equal(lab2.labels_, lab.labels_)
+
+
+def test_loading_a_state_without_potentials_drops_the_old_warm_start():
+    x0 = logits(300, 6, 9)
+    x1 = drift(x0, 10)
+    kw = dict(tol=1e-4, anderson=0)
+    cold = SinkhornLabeler(6, **kw).fit(x1)
+    lab = SinkhornLabeler(6, **kw).fit(x0)
+    lab.load_state_dict({"prior": lab.prior_, "log_v": None})
+    assert lab.state_dict()["log_v"] is None
+    assert lab.fit(x1).n_iter_ == cold.n_iter_ and torch.equal(lab.labels_, cold.labels_)
 
 
 def test_gaussian_prior_is_drawn_once_and_seeded():
