@@ -87,3 +87,18 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def serial_numba():
+    """Run numba kernels on one thread for the duration of a test.
+
+    For tiny problems numba's OpenMP pool dominates: on a shared 2-core machine each parallel
+    launch waits for a descheduled worker, ~5 ms per Sinkhorn pass on a 60 x 6 problem against
+    ~0.1 ms serially. Tests of small instances use this; tests of the parallel path do not.
+    """
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)

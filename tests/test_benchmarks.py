@@ -101,3 +101,23 @@ def test_bench_quality_quick(tmp_path):
                 assert math.isfinite(r[key]), (group, label, key)
             assert 0.0 <= r["nmi"] <= 1.0 and 0.0 <= r["acc"] <= 1.0, (group, label)
     assert res["views"]["k-means on raw pixels"]["nmi"] > 0.5  # digits are clusterable
+
+
+@pytest.mark.slow
+def test_bench_quality_av_quick(tmp_path):
+    """Synthetic videos -> SeLaVi, single-stream SeLa, k-means and an ablation (tiny, 2 epochs)."""
+    _run([str(BENCH / "bench_quality_av.py"), "--quick", "--seeds", "1", "--out", str(tmp_path / "out"),
+          "--workdir", str(tmp_path / "work")], cwd=tmp_path)
+    res = json.loads((tmp_path / "out" / "quality_av.json").read_text())
+    assert (tmp_path / "out" / "quality_av.png").stat().st_size > 0
+    assert "SeLaVi, both streams" in (tmp_path / "out" / "quality_av.md").read_text()
+    assert {"SeLaVi, both streams", "SeLaVi model, video heads alone", "SeLa trained on video only",
+            "SeLa trained on audio only", "k-means, random-init features (audio)",
+            "k-means, trained SeLaVi features (video+audio)"} <= res["modalities"].keys()
+    assert "no alignment" in res["ablations"]
+    for group in ("modalities", "ablations"):
+        for label, r in res[group].items():
+            assert len(r["nmi_all"]) == 1, (group, label)
+            assert 0.0 <= r["nmi"] <= 1.0 and 0.0 <= r["acc"] <= 1.0, (group, label)
+    # the audio signatures are tones: even random-init features cluster them better than chance
+    assert res["modalities"]["k-means, random-init features (audio)"]["nmi"] > 0.2

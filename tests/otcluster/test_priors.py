@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 
 from otcluster import SinkhornLabeler, make_prior, sinkhorn, sort_prior
 
+# small problems: numba's thread pool would dominate (see conftest.serial_numba)
+pytestmark = pytest.mark.usefixtures("serial_numba")
+
 F64 = torch.float64
 
 

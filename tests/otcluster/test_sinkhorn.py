@@ -25,6 +25,9 @@ from otcluster import (
     sinkhorn_features,
 )
 
+# small problems: numba's thread pool would dominate (see conftest.serial_numba)
+pytestmark = pytest.mark.usefixtures("serial_numba")
+
 F32, F64 = torch.float32, torch.float64
 BACKENDS = ["numba", "torch"]
 # float32 plans: rows sum to 1/N to a few ulps of K terms; the column error is accumulated in float64
@@ -216,8 +219,8 @@ def test_permuting_clusters_permutes_labels(size, seed, lam, dtype, mode):
 
 # --- agreement between the solver's own variants -------------------------------------------------
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(100, 400), k=st.integers(2, 12), seed=seeds, lam=st.floats(2.0, 40.0),
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(100, 300), k=st.integers(2, 12), seed=seeds, lam=st.floats(2.0, 40.0),
        backend=st.sampled_from(BACKENDS))
 def test_float32_and_float64_agree(n, k, seed, lam, backend):
     x = log_probs(n, k, seed)
@@ -246,6 +249,21 @@ def test_numba_and_torch_backends_agree(size, seed, lam, dtype, heads, prior):
     assert rel_l1(b.plan, a.plan) < (1e-4 if dtype == F64 else 1e-3)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_parallel_numba_path_agrees_with_torch(dtype):
+    """Rows split into chunks over all numba threads (the other tests here run numba serially)."""
+    numba = pytest.importorskip("numba")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # serial_numba restores it afterwards
+    x = log_probs(3000, 20, 7, heads=2, scale=2.0).to(dtype)
+    tol = 1e-6 if dtype == F64 else 1e-5
+    a = sinkhorn(x, backend="numba", dtype=dtype, tol=tol, return_plan=True)
+    b = sinkhorn(x, backend="torch", dtype=dtype, tol=tol, return_plan=True)
+    assert_marginals(a, tol, dtype)
+    assert_same_labels(a.labels, b.labels, scores(x, 20.0, b.log_v),
+                       margin=1e-4 if dtype == F64 else 0.05, min_fraction=0.999)
+    assert rel_l1(a.plan, b.plan) < (1e-4 if dtype == F64 else 1e-3)
+
+
 @settings(max_examples=25, deadline=None)
 @given(size=roomy_sizes, seed=seeds, heads=st.integers(2, 4), lam=st.floats(1.0, 30.0), prior=priors)
 def test_batched_heads_equal_single_solves(size, seed, heads, lam, prior):
@@ -267,8 +285,8 @@ def test_batched_heads_equal_single_solves(size, seed, heads, lam, prior):
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(12, 150), k=st.integers(2, 6), d=st.integers(1, 8), seed=seeds,
-       heads=st.sampled_from([None, 2]), bias=st.booleans(), block=st.integers(1, 64),
+@given(n=st.integers(40, 120), k=st.integers(2, 6), d=st.integers(1, 8), seed=seeds,
+       heads=st.sampled_from([None, 2]), bias=st.booleans(), block=st.sampled_from([5, 32, 10_000]),
        dtype=st.sampled_from([F32, F64]))
 def test_features_path_equals_dense_solve(n, k, d, seed, heads, bias, block, dtype):
     g = torch.Generator().manual_seed(seed)
@@ -280,17 +298,19 @@ def test_features_path_equals_dense_solve(n, k, d, seed, heads, bias, block, dty
         logits = logits + b.unsqueeze(-2)
     log_p = logits.log_softmax(-1)
     tol = 1e-6 if dtype == F64 else 1e-5
-    kw = dict(lam=20.0, tol=tol, max_iter=5000, dtype=dtype)
+    # lam=10 and N >= 40: tiny, nearly degenerate instances (N=12, K=2, lam=20) converge
+    # sublinearly on both paths alike (error 1e-4 after 5000 passes), which is not the point here
+    kw = dict(lam=10.0, tol=tol, max_iter=5000, dtype=dtype)
     dense = sinkhorn(log_p, return_plan=True, **kw)
     mem = sinkhorn_features(feats.to(dtype), w.to(dtype), None if b is None else b.to(dtype),
                             block_rows=block, **kw)
     assert mem.plan is None
     assert mem.labels.shape == dense.labels.shape
-    assert bool(mem.converged.all())
-    assert_same_labels(mem.labels, dense.labels, scores(log_p, 20.0, dense.log_v),
+    assert bool(mem.converged.all()) and bool(dense.converged.all())
+    assert_same_labels(mem.labels, dense.labels, scores(log_p, 10.0, dense.log_v),
                        margin=1e-3 if dtype == F64 else 0.05, min_fraction=0.9)
     # the feature path's potentials rebuild the dense plan
-    rebuilt = torch.exp(mem.log_u.unsqueeze(-1) + 20.0 * log_p + mem.log_v.unsqueeze(-2))
+    rebuilt = torch.exp(mem.log_u.unsqueeze(-1) + 10.0 * log_p + mem.log_v.unsqueeze(-2))
     assert rel_l1(rebuilt, dense.plan) < (1e-4 if dtype == F64 else 2e-3)
 
 
@@ -449,6 +469,33 @@ def test_lam_1000_small_data(seed, dtype):
     true_err = float((acc.plan.double().sum(0) - acc.prior).abs().sum())
     assert true_err == pytest.approx(float(acc.error), abs=COL_SLACK[dtype])
     assert bool(acc.converged) == (float(acc.error) <= 1e-3)
+
+
+# Nearly hard assignments on tiny data (lam * logit spread >> 20): the accelerated solver once
+# cycled on plateaus where plain Sinkhorn converges. Found by random search; each stalled at the
+# error shown in float32 with the version named, and plain Sinkhorn reached tol in both cases.
+PLATEAU_CASES = {
+    # (n, k, seed, lam, scale, prior kind, tol): stalled at
+    "n10-k3-random-prior": (10, 3, 547461834, 36.38, 2.0564, "random", 1e-2),  # 0.115 (trust radii)
+    "n13-k3-gaussian-prior": (13, 3, 951623426, 42.85, 2.6253, "gaussian", 1e-2),  # 0.154 (first)
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(PLATEAU_CASES))
+def test_acceleration_does_not_cycle_on_plateaus(case, backend):
+    n, k, seed, lam, scale, kind, tol = PLATEAU_CASES[case]
+    x = log_probs(n, k, seed, scale=scale)
+    p = build_prior(kind, k, seed, None)
+    plain = sinkhorn(x, lam=lam, prior=p, tol=tol, anderson=0, max_iter=5000, dtype=F32, backend=backend)
+    assert bool(plain.converged)  # the problem is solvable in float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = sinkhorn(x, lam=lam, prior=p, tol=tol, max_iter=5000, return_plan=True, dtype=F32,
+                       backend=backend)
+    assert bool(res.converged), float(res.error)
+    assert res.n_iter <= 2 * plain.n_iter + 100  # a stall costs at most a few restarts
+    assert_marginals(res, tol, F32)
 
 
 # --- convergence reporting -------------------------------------------------------------------------

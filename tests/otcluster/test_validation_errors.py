@@ -8,6 +8,9 @@ import torch
 
 from otcluster import SinkhornLabeler, average_views, sinkhorn, sinkhorn_features
 
+# small problems: numba's thread pool would dominate (see conftest.serial_numba)
+pytestmark = pytest.mark.usefixtures("serial_numba")
+
 NAN, INF = float("nan"), float("inf")
 
 
@@ -218,6 +221,23 @@ def test_bad_features_input(mutate, err, match):
     f, w, b = mutate(*feats())
     with pytest.raises(err, match=match):
         sinkhorn_features(f, w, b)
+
+
+def test_features_checked_block_by_block_with_a_count():
+    """Non-finite features anywhere are found and counted, without a full-size boolean copy
+    (which was most of the extra memory of a 2M x 512 memory-bounded solve)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    f = torch.randn(20_000, 64)
+    f[19_999, :3] = NAN
+    f[7, 0] = INF
+    _, w, b = feats()
+    w = torch.randn(3, 64)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with pytest.raises(ValueError, match=r"features contains non-finite values \(4 entries"):
+            sinkhorn_features(f, w, b, block_rows=1000)
+    peak_extra = max(e.cpu_memory_usage for e in prof.events() if e.cpu_parent is None)
+    assert peak_extra < 0.1 * f.numel()  # booleans of one 1000-row block, not of all 20k rows
 
 
 @pytest.mark.parametrize("kwargs,match", [
