@@ -1,0 +1,66 @@
+"""The demo (``make demo``): its verdict logic, and a tiny run of the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from otcluster_video.demo import DEMO_DATA, main, run_demo, verdict
+
+
+def _rows(both: float, video: float, audio: float, rand: float) -> list[dict]:
+    rows = [
+        {"method": "SeLaVi heads", "streams": "video+audio", "head": 0, "nmi": both},
+        {"method": "SeLaVi heads", "streams": "video", "head": 0, "nmi": video},
+        {"method": "SeLaVi heads", "streams": "audio", "head": 0, "nmi": audio},
+        {"method": "SeLaVi heads", "streams": "video+audio", "head": 1, "nmi": 0.99},  # not head 0
+        {"method": "SeLaVi self-labels (OT)", "streams": "video+audio", "head": 0, "nmi": both},
+    ]
+    for s in ("video", "audio", "video+audio"):
+        rows.append({"method": "k-means, random init", "streams": s, "head": None, "nmi": rand})
+        rows.append({"method": "k-means, SeLaVi features", "streams": s, "head": None, "nmi": 0.5})
+    return rows
+
+
+def test_verdict_compares_head_0_of_both_streams_with_each_stream_and_kmeans():
+    good = verdict({"ground_truth": True, "rows": _rows(0.9, 0.8, 0.7, 0.5)})
+    assert "both streams 90.0" in good and "video alone 80.0" in good and "audio alone 70.0" in good
+    assert "beat each stream alone" in good and "NOT" not in good
+    # a single stream ahead (head 1's 0.99 is not head 0 and does not count)
+    assert "NOT" in verdict({"ground_truth": True, "rows": _rows(0.8, 0.85, 0.7, 0.5)})
+    assert "NOT" in verdict({"ground_truth": True, "rows": _rows(0.8, 0.7, 0.7, 0.81)})
+    assert verdict({"ground_truth": False, "rows": []}).startswith("no ground truth")
+
+
+def test_tiny_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path, capsys):
+    data = {"n_videos": 24, "n_classes": 3, "broken": 2}
+    over = {"training.epochs": 1, "clustering.n_clusterings": 2, "training.batch_size": 8}
+    out = tmp_path / "demo"
+    res = run_demo(out, data=data, overrides=over, progress=False)
+    printed = capsys.readouterr().out
+    assert "skipped 2" in printed and "NMI (head 0): both streams" in printed
+    for key in ("data", "run", "labels", "evaluation", "explorer"):
+        assert Path(res["paths"][key]).exists(), key
+    ev = res["evaluation"]
+    assert ev["ground_truth"] and {r["streams"] for r in ev["rows"]} == {"video", "audio", "video+audio"}
+    assert sum(1 for _ in open(res["paths"]["labels"])) == 24 + 1  # header + one row per usable video
+    timings = json.loads((out / "run" / "demo-timings.json").read_text())
+    assert set(timings) == {"synth", "prepare", "train", "label", "evaluate", "explore", "total"}
+    # a second run reuses the data and the finished training
+    again = run_demo(out, data=data, overrides=over, progress=False)
+    assert "reusing" in capsys.readouterr().out
+    assert again["seconds"]["train"] < max(5.0, res["seconds"]["train"])
+    assert again["evaluation"]["rows"] == ev["rows"]
+
+
+def test_demo_defaults_and_cli(tmp_path, monkeypatch):
+    assert DEMO_DATA["n_classes"] >= 2 and DEMO_DATA["broken"] > 0  # the demo shows skipped files
+    seen = {}
+    monkeypatch.setattr("otcluster_video.demo.run_demo",
+                        lambda out, fresh, progress: seen.update(out=out, fresh=fresh, progress=progress))
+    assert main(["--out", str(tmp_path), "--fresh", "--quiet"]) == 0
+    assert seen == {"out": str(tmp_path), "fresh": True, "progress": False}
+    with pytest.raises(SystemExit):
+        main(["--no-such-flag"])
