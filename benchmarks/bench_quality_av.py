@@ -1,6 +1,6 @@
 """Label quality on synthetic audio-visual data: the SeLaVi recipe vs single streams vs k-means.
 
-    python benchmarks/bench_quality_av.py                    # 2 seeds, about 30 min on 2 cores
+    python benchmarks/bench_quality_av.py                    # 2 seeds, about 50 min on 2 cores
     python benchmarks/bench_quality_av.py --seeds 1 --quick --out /tmp/qav
 
 Data: the demo's synthetic videos (:data:`otcluster_video.demo.DEMO_DATA`: 480 H.264 + AAC
@@ -12,13 +12,15 @@ demo's overrides (20 epochs, 25 clusterings, 2 heads, K = 6), trained from scrat
 Rows (NMI / ARI / Hungarian accuracy of head 0 against the classes, as the paper reports;
 mean and spread over seeds; ground truth is used for scoring only):
 
-* ``modalities`` (paper Tables 2 and 3a): SeLaVi labels from both streams; the same model's
-  video heads and audio heads alone; SeLa trained on one stream only (the same encoder, heads
-  and schedule, without the other modality); k-means (faiss) on the random-init encoders'
-  pooled features (video, audio, both) and on the trained SeLaVi features (both).
-* ``ablations`` (paper Table 3 c-g): SeLaVi with no alignment of the heads at initialisation,
-  with a uniform instead of a Gaussian prior, and with decorrelated heads (2 augmentation
-  groups for the 2 heads) instead of one group.
+* ``modalities`` (paper Tables 2 and 3a), once with the paper's Gaussian prior and once with the
+  uniform prior (the demo's; the synthetic classes are balanced): SeLaVi labels from both
+  streams; the same model's video heads and audio heads alone; SeLa trained on one stream only
+  (the same encoder, heads, prior and schedule, without the other modality); k-means (faiss) on
+  the random-init encoders' pooled features (video, audio, both) and on the trained SeLaVi
+  features (both).
+* ``ablations`` (paper Table 3 c-g) of the paper's configuration (exact alignment, Gaussian
+  prior, one augmentation group): no alignment of the heads at initialisation, a uniform prior,
+  decorrelated heads (2 augmentation groups for the 2 heads).
 
 Writes ``quality_av.json``, ``quality_av.md`` and ``quality_av.png`` into ``--out``
 (default ``docs/benchmarks``). Training runs and decoded clips go to ``--workdir`` (kept, so
@@ -52,11 +54,16 @@ from otcluster_video.demo import DEMO_DATA, DEMO_OVERRIDES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: SeLaVi variants: name -> preset overrides on top of the demo's.
+#: The two priors compared in full (run name, overrides): the paper's Gaussian prior (the presets'
+#: default) and the uniform prior (the demo's: the synthetic classes are balanced).
+PRIORS: dict[str, tuple[str, dict]] = {
+    "gaussian": ("SeLaVi", {"training.prior": "gauss"}),
+    "uniform": ("uniform prior", {"training.prior": "uniform"}),
+}
+
+#: Ablations of the paper's configuration (Gaussian prior): name -> extra preset overrides.
 VARIANTS: dict[str, dict] = {
-    "SeLaVi": {},
     "no alignment": {"training.align_init": False},
-    "uniform prior": {"training.prior": "uniform"},
     "decorrelated heads (2 groups)": {"heads.groups": 2},
 }
 
@@ -101,14 +108,14 @@ def selavi_run(work: Path, manifest: Path, seed: int, name: str, over: dict, pro
 
 
 def single_stream_run(work: Path, manifest: Path, seed: int, modality: str, over: dict,
-                      progress: bool) -> dict:
+                      progress: bool, tag: str = "") -> dict:
     """SeLa on one stream: the recipe's encoder, heads and schedule without the other stream."""
     config = load_preset("cpu", over)
     videos = load_manifest(manifest)
     y_names = [v.label for v in videos]
     classes = {c: i for i, c in enumerate(sorted(set(y_names)))}
     y = np.array([classes[c] for c in y_names])
-    ckpt = work / f"sela-{seed}-{modality}"
+    ckpt = work / f"sela-{seed}-{modality}{tag}"
     tcfg = recipe.trainer_config(config, checkpoint_dir=ckpt, progress=progress)
     encoder = recipe.build_encoders(config)[modality]
     train_ds = recipe.IndexedClips(AVDataset(videos, config, train=True))
@@ -131,36 +138,40 @@ def summarize(runs: list[dict]) -> dict:
 
 def run(seeds: list[int], work: Path, *, data: dict, epochs: int | None, variants: dict,
         progress: bool) -> dict:
-    per: dict[str, dict[str, list[dict]]] = {"modalities": {}, "ablations": {}}
+    per: dict[str, dict[str, list[dict]]] = {f"modalities_{p}": {} for p in PRIORS}
+    per["ablations"] = {}
 
     def add(table: str, label: str, scores: dict) -> None:
         per[table].setdefault(label, []).append(scores)
-        print(f"  {label:<44} NMI {100 * scores['nmi']:5.1f}  acc {100 * scores['acc']:5.1f}", flush=True)
+        print(f"  {label:<48} NMI {100 * scores['nmi']:5.1f}  acc {100 * scores['acc']:5.1f}", flush=True)
 
     for seed in seeds:
         print(f"== seed {seed} ==", flush=True)
         manifest = make_data(work, seed, data)
-        base = overrides_for(work, seed, data, {}, epochs)
-        ev = selavi_run(work, manifest, seed, "SeLaVi", base, progress)
-        rows = ev["rows"]
-        add("modalities", "SeLaVi, both streams", _row(rows, "SeLaVi heads", "video+audio"))
-        add("modalities", "SeLaVi model, video heads alone", _row(rows, "SeLaVi heads", "video"))
-        add("modalities", "SeLaVi model, audio heads alone", _row(rows, "SeLaVi heads", "audio"))
-        for m in ("video", "audio"):
-            add("modalities", f"SeLa trained on {m} only",
-                single_stream_run(work, manifest, seed, m, base, progress))
-        for streams in ("video", "audio", "video+audio"):
-            add("modalities", f"k-means, random-init features ({streams})",
-                _row(rows, "k-means, random init", streams))
-        add("modalities", "k-means, trained SeLaVi features (video+audio)",
-            _row(rows, "k-means, SeLaVi features", "video+audio"))
-        add("ablations", "SeLaVi (exact alignment, Gaussian prior, 1 group)",
-            _row(rows, "SeLaVi heads", "video+audio"))
+        for prior, (name, extra) in PRIORS.items():
+            table = f"modalities_{prior}"
+            print(f" {prior} prior", flush=True)
+            over = overrides_for(work, seed, data, extra, epochs)
+            rows = selavi_run(work, manifest, seed, name, over, progress)["rows"]
+            add(table, "SeLaVi, both streams", _row(rows, "SeLaVi heads", "video+audio"))
+            add(table, "SeLaVi model, video heads alone", _row(rows, "SeLaVi heads", "video"))
+            add(table, "SeLaVi model, audio heads alone", _row(rows, "SeLaVi heads", "audio"))
+            for m in ("video", "audio"):
+                tag = "" if prior == "gaussian" else f"-{prior}"
+                add(table, f"SeLa trained on {m} only",
+                    single_stream_run(work, manifest, seed, m, over, progress, tag))
+            for streams in ("video", "audio", "video+audio"):
+                add(table, f"k-means, random-init features ({streams})",
+                    _row(rows, "k-means, random init", streams))
+            add(table, "k-means, trained SeLaVi features (video+audio)",
+                _row(rows, "k-means, SeLaVi features", "video+audio"))
+            label = {"gaussian": "SeLaVi (exact alignment, Gaussian prior, 1 group)",
+                     "uniform": "uniform prior"}.get(prior, f"{prior} prior")
+            add("ablations", label, _row(rows, "SeLaVi heads", "video+audio"))
+        paper = PRIORS["gaussian"][1]
         for name, extra in variants.items():
-            if not extra:
-                continue
-            ev = selavi_run(work, manifest, seed, name, overrides_for(work, seed, data, extra, epochs),
-                            progress)
+            ev = selavi_run(work, manifest, seed, name,
+                            overrides_for(work, seed, data, {**paper, **extra}, epochs), progress)
             add("ablations", name, _row(ev["rows"], "SeLaVi heads", "video+audio"))
     return {table: {label: summarize(r) for label, r in d.items()} for table, d in per.items()}
 
@@ -181,8 +192,9 @@ def write_report(results: dict, out: Path) -> None:
          "demo's overrides, trained from scratch. Scores of head 0 against the classes (mean ± "
          "standard deviation over seeds; every seed's value in the JSON); the ground truth is used "
          "for scoring only. Protocol: docstring of `benchmarks/bench_quality_av.py`.", ""]
-    titles = {"modalities": "Both streams vs one stream vs k-means (paper Tables 2 and 3a)",
-              "ablations": "Ablations of the recipe (paper Table 3 c-g)"}
+    titles = {"modalities_uniform": "Both streams vs one stream vs k-means, uniform prior (the demo's)",
+              "modalities_gaussian": "Both streams vs one stream vs k-means, Gaussian prior (the paper's)",
+              "ablations": "Ablations of the paper's configuration (paper Table 3 c-g)"}
     for key, title in titles.items():
         L += [f"## {title}", "", "| labels | NMI | ARI | accuracy |", "|---|---|---|---|"]
         for label, r in results[key].items():
@@ -201,8 +213,8 @@ def plot(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ["modalities", "ablations"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2, 1]})
+    keys = ["modalities_uniform", "modalities_gaussian", "ablations"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [2, 2, 1]})
     for ax, key in zip(axes, keys):
         labels = list(results[key])
         means = [100 * results[key][lab]["nmi"] for lab in labels]
@@ -215,7 +227,7 @@ def plot(results: dict, out: Path) -> None:
         ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("NMI (head 0), %")
-        ax.set_title(key)
+        ax.set_title(key.replace("_", ", ").replace("modalities", "streams"))
     fig.tight_layout()
     fig.savefig(out / "quality_av.png", dpi=110)
     plt.close(fig)
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     variants, epochs = VARIANTS, None
     if a.quick:
         data.update(n_videos=60, broken=0)
-        variants, epochs = {"SeLaVi": {}, "no alignment": VARIANTS["no alignment"]}, 2
+        variants, epochs = {"no alignment": VARIANTS["no alignment"]}, 2
     a.workdir.mkdir(parents=True, exist_ok=True)
     results = run(seeds, a.workdir, data=data, epochs=epochs, variants=variants, progress=a.progress)
     results.update({

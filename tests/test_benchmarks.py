@@ -111,13 +111,14 @@ def test_bench_quality_av_quick(tmp_path):
     res = json.loads((tmp_path / "out" / "quality_av.json").read_text())
     assert (tmp_path / "out" / "quality_av.png").stat().st_size > 0
     assert "SeLaVi, both streams" in (tmp_path / "out" / "quality_av.md").read_text()
+    assert res["modalities_uniform"].keys() == res["modalities_gaussian"].keys()
     assert {"SeLaVi, both streams", "SeLaVi model, video heads alone", "SeLa trained on video only",
             "SeLa trained on audio only", "k-means, random-init features (audio)",
-            "k-means, trained SeLaVi features (video+audio)"} <= res["modalities"].keys()
-    assert "no alignment" in res["ablations"]
-    for group in ("modalities", "ablations"):
+            "k-means, trained SeLaVi features (video+audio)"} <= res["modalities_uniform"].keys()
+    assert {"no alignment", "uniform prior"} <= res["ablations"].keys()
+    for group in ("modalities_uniform", "modalities_gaussian", "ablations"):
         for label, r in res[group].items():
             assert len(r["nmi_all"]) == 1, (group, label)
             assert 0.0 <= r["nmi"] <= 1.0 and 0.0 <= r["acc"] <= 1.0, (group, label)
     # the audio signatures are tones: even random-init features cluster them better than chance
-    assert res["modalities"]["k-means, random-init features (audio)"]["nmi"] > 0.2
+    assert res["modalities_uniform"]["k-means, random-init features (audio)"]["nmi"] > 0.2
