@@ -65,6 +65,25 @@ def test_bad_encoders_and_ground_truth():
         SelfLabelTrainer(encoders(), Blobs(n=3), config())
 
 
+def test_head_initialisation_depends_on_the_seed_only():
+    """Not on the global generators' state left by earlier work in the process."""
+    enc = encoders()
+    torch.manual_seed(123)
+    a = SelfLabelTrainer(copy.deepcopy(enc), Blobs(), config(seed=3))
+    torch.rand(1000)  # anything that draws from the global generator in between
+    after_a = torch.random.get_rng_state()
+    b = SelfLabelTrainer(copy.deepcopy(enc), Blobs(), config(seed=3))
+    c = SelfLabelTrainer(copy.deepcopy(enc), Blobs(), config(seed=4))
+    heads = {k: v for k, v in a.model.state_dict().items() if k.startswith("heads.")}
+    assert heads
+    for k, v in heads.items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert any(not torch.equal(v, c.model.state_dict()[k]) for k, v in heads.items())
+    torch.manual_seed(123)
+    torch.rand(1000)
+    assert torch.equal(after_a, torch.random.get_rng_state())  # construction left it alone
+
+
 def test_dataset_missing_modality_or_index():
     with pytest.raises(KeyError, match=r"missing modality \['c'\]"):
         SelfLabelTrainer(encoders(("a", "c")), Blobs(), config())
