@@ -7,6 +7,9 @@ PYTEST_ARGS ?=
 # Idle OpenMP threads spin by default; on a shared 2-core machine that made small torch ops 10-100x
 # slower (measured). Passive waiting costs nothing measurable on the big ops.
 export OMP_WAIT_POLICY ?= PASSIVE
+# Property tests draw the same examples on every run of `make test` (tests/conftest.py, "ci"
+# profile); run pytest directly (profile "dev") to explore new random examples.
+export HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: install demo test test-fast lint browser bench clean
 
