@@ -364,8 +364,10 @@ def _check_permutation(permutation: Any, n: int) -> torch.Tensor:
 def permute_linear_(layer: torch.nn.Linear, permutation: Any) -> torch.nn.Linear:
     """Permute the output units of a linear layer in place.
 
-    Afterwards ``layer(x) == old_layer(x)[:, permutation]`` exactly (rows of ``weight`` and
-    entries of ``bias`` are reordered; no arithmetic is done). With the permutation returned by
+    Rows of ``weight`` and entries of ``bias`` are reordered exactly (no arithmetic is done), so
+    afterwards ``layer(x)`` equals ``old_layer(x)[:, permutation]`` up to floating-point
+    rounding: a BLAS library may sum the matrix product in another order for another row order
+    of the weight, so the outputs are not always bit-identical. With the permutation returned by
     ``align(p_a, p_b)``, applying this to the last layer of head ``a`` aligns it to head ``b``.
 
     Parameters
@@ -393,9 +395,11 @@ def permute_linear_(layer: torch.nn.Linear, permutation: Any) -> torch.nn.Linear
     >>> lin = torch.nn.Linear(3, 4)
     >>> x = torch.randn(2, 3)
     >>> before = lin(x)
+    >>> w = lin.weight.detach().clone()
     >>> _ = permute_linear_(lin, [3, 1, 0, 2])
-    >>> bool(torch.equal(lin(x), before[:, [3, 1, 0, 2]]))
+    >>> bool(torch.equal(lin.weight, w[[3, 1, 0, 2]]))
     True
+    >>> torch.testing.assert_close(lin(x), before[:, [3, 1, 0, 2]])
     """
     if not isinstance(layer, torch.nn.Linear):
         raise TypeError(f"layer must be a torch.nn.Linear, got {type(layer).__name__}")
