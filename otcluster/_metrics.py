@@ -89,6 +89,8 @@ def _nmi_codes(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> float:
     """NMI with arithmetic normalisation (scikit-learn's conventions for degenerate cases)."""
     if na == nb == 1:
         return 1.0  # both labelings put everything together: identical partitions
+    if na == 1 or nb == 1:
+        return 0.0  # a constant labeling carries no information (exactly, not up to rounding)
     n = a.shape[0]
     rows, cols, counts = _cells(a, na, b, nb)
     row_sums = np.bincount(a, minlength=na)

@@ -68,8 +68,11 @@ def test_nmi_and_ari_match_sklearn_on_large_input():
 
 
 def test_degenerate_cases_follow_sklearn_conventions():
+    # Exact by contract: these cases are decided before any floating-point arithmetic.
     assert nmi_score([3, 3, 3], [1, 1, 1]) == 1.0
     assert nmi_score([0, 1, 2], [0, 0, 0]) == 0.0
+    assert nmi_score([0, 0, 1, 2, 2, 1, 0], [4] * 7) == 0.0
+    assert nmi_score([9] * 7, [0, 0, 1, 2, 2, 1, 0]) == 0.0
     assert ari_score([0, 1, 2], [5, 6, 7]) == 1.0
     assert ari_score([4], [2]) == 1.0
 
