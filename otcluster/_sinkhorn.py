@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import _ops
-from ._priors import make_prior, sort_prior, validate_prior
+from ._solver import _ops
+from ._solver._priors import make_prior, sort_prior, validate_prior
 from ._validation import as_float_tensor, check_lam
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_features", "ConvergenceWarning"]
