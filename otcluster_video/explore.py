@@ -3,13 +3,20 @@
 The page needs no server and no JavaScript: assets (JPEG strips, WAV excerpts, a PNG of cluster
 sizes) are written to a folder beside it and referenced by relative URLs. All text, file names
 included, goes through Jinja2 autoescaping.
+
+Which members a cluster shows: its most confident ones first (the solver's confidence, column
+``confidence`` of ``labels.csv``), then a random sample of the others, so that the page shows
+both what the cluster is sure about and what it really holds (the first members in file order
+once showed six discs for a cluster that is 88 % squares).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
-import shutil
+import random
+import re
 import wave
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,45 +34,127 @@ from ._decode import DecodeError, read_audio, read_clip
 __all__ = ["write_explorer"]
 
 
+# Marks an assets folder as written by write_explorer: only such a folder is reused, and only
+# the files the explorer names (below) are removed from it (a user's files are never touched).
+_MARKER = ".otcluster-explorer"
+_ASSET_RE = re.compile(r"(c\d{4}_\d{3}\.(jpg|wav)|sizes\.png)")
+
+
 @dataclass
 class _Member:
     name: str
     thumb: str | None
     audio: str | None
     truth: str
+    confidence: float | None
 
 
 @dataclass
 class _Cluster:
     label: str
+    heading: str
     size: int
-    members: list[_Member]
+    members: list[_Member]  # the most confident members (all shown members without confidences)
+    sample: list[_Member]  # then a random sample of the others
     hidden: int
     majority: str | None
     purity: float | None
 
 
-def _read_items(items: str | Path | Sequence[tuple[str | Path, object]]) -> list[tuple[Path, str]]:
+_Item = tuple[Path, str, float | None]  # (path, label, confidence)
+
+
+def _heading(label: str) -> str:
+    """"Cluster 3" for label "3" and also for "cluster 3" (never "Cluster cluster 3")."""
+    bare = re.sub(r"^cluster\s+", "", label.strip(), flags=re.I)
+    return f"Cluster {bare}" if bare else "Cluster (no label)"
+
+
+def _finite(value: object, where: str) -> float:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: confidence must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{where}: confidence must be finite, got {value!r}")
+    return out
+
+
+def _read_csv(path: Path) -> list[_Item]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        key = next((k for k in ("label", "cluster") if k in columns), None)
+        if "path" not in columns or key is None:
+            raise ValueError(f"{path}: need columns 'path' and 'label' (or 'cluster'), got {columns}")
+        has_conf = "confidence" in columns
+        base = path.resolve().parent
+        out: list[_Item] = []
+        for line, row in enumerate(reader, start=2):
+            if row.get("status", "ok") != "ok":  # labels.csv rows of undecodable videos
+                continue
+            conf = None
+            if has_conf and (row["confidence"] or "").strip():
+                conf = _finite(row["confidence"], f"{path}, line {line}")
+            out.append((base / row["path"], str(row[key]), conf))
+        return out
+
+
+def _read_items(
+    items: str | Path | Sequence[tuple[str | Path, object]],
+    confidence: Mapping[str, float] | None,
+) -> list[_Item]:
     if isinstance(items, (str, Path)):
-        path = Path(items)
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            key = next((k for k in ("label", "cluster") if k in columns), None)
-            if "path" not in columns or key is None:
-                raise ValueError(
-                    f"{path}: need columns 'path' and 'label' (or 'cluster'), got {columns}"
-                )
-            base = path.resolve().parent
-            return [(base / row["path"], str(row[key])) for row in reader]
+        if confidence is not None:
+            raise ValueError("confidence goes with a sequence of items; a CSV brings its own "
+                             "'confidence' column")
+        return _read_csv(Path(items))
+    conf = {str(k): v for k, v in (confidence or {}).items()}
     out = []
     for i, entry in enumerate(items):
         try:
             p, label = entry
         except (TypeError, ValueError):
             raise ValueError(f"items[{i}] must be a (path, label) pair, got {entry!r}") from None
-        out.append((Path(p), str(label)))
+        c = _finite(conf[str(p)], str(p)) if str(p) in conf else None
+        out.append((Path(p), str(label), c))
     return out
+
+
+def _choose(members: list[_Item], max_members: int, rng: random.Random
+            ) -> tuple[list[int], list[int]]:
+    """Indices of the most confident members (by decreasing confidence), then of a random sample.
+
+    With confidences, half the slots (rounded up) go to the most confident members and the rest
+    to a random sample of the others; without, every slot is random (never file order). A
+    cluster that fits is shown whole, most confident first.
+    """
+    n = len(members)
+    known = [i for i in range(n) if members[i][2] is not None]
+    by_conf = sorted(known, key=lambda i: -float(members[i][2]))  # type: ignore[arg-type]
+    if n <= max_members:
+        return by_conf + [i for i in range(n) if members[i][2] is None], []
+    top = by_conf[: math.ceil(max_members / 2)] if known else []
+    chosen = set(top)
+    rest = [i for i in range(n) if i not in chosen]
+    return top, rng.sample(rest, max_members - len(top))
+
+
+def _prepare_assets(assets: Path) -> None:
+    """Create the assets folder, or clear what an earlier call wrote there; refuse a user's."""
+    if assets.exists():
+        if not assets.is_dir():
+            raise FileExistsError(f"{assets} exists and is not a folder: choose another out_html")
+        if not (assets / _MARKER).is_file() and any(assets.iterdir()):
+            raise FileExistsError(
+                f"{assets} exists and was not written by the explorer: choose another out_html "
+                "(its files are left untouched)"
+            )
+        for f in assets.iterdir():
+            if _ASSET_RE.fullmatch(f.name) and f.is_file() and not f.is_symlink():
+                f.unlink()
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / _MARKER).write_text("assets of an otcluster explorer page\n")
 
 
 def _display_names(paths: list[Path]) -> dict[Path, str]:
@@ -127,6 +216,8 @@ def write_explorer(
     n_thumb_frames: int = 3,
     audio_seconds: float = 2.0,
     audio_sample_rate: int = 16000,
+    confidence: Mapping[str, float] | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> Path:
     """Write a static HTML page showing every cluster, largest first.
@@ -134,8 +225,11 @@ def write_explorer(
     Each cluster shows its size and, for up to ``max_members`` members, its path (relative to
     the folder holding all members), a strip of
     ``n_thumb_frames`` frames and an HTML5 audio player with an excerpt from the middle of the
-    video. Assets go to ``<out_html stem>_files/`` (replaced on each call). A member that cannot
-    be decoded shows "no preview".
+    video. The members shown are the most confident ones (half the slots, rounded up, by
+    decreasing confidence), then a random sample of the others; without confidences, a random
+    sample (never the first files). Assets go to ``<out_html stem>_files/``: a later call
+    replaces the files it wrote there; a folder of that name the explorer did not write is
+    refused. A member that cannot be decoded shows "no preview".
 
     Parameters
     ----------
@@ -143,7 +237,8 @@ def write_explorer(
         Page to write.
     items : sequence of (path, label) or str or Path
         Cluster label of every video, or a CSV with columns ``path`` and ``label`` (or
-        ``cluster``); relative paths in the CSV are relative to its folder.
+        ``cluster``) and optionally ``confidence`` (as in ``labels.csv``; rows whose ``status``
+        is not ``ok`` are skipped); relative paths in the CSV are relative to its folder.
     title : str
         Page title.
     truth : mapping of str to str, optional
@@ -159,6 +254,12 @@ def write_explorer(
         Length of each audio excerpt (WAV).
     audio_sample_rate : int
         Sample rate of the excerpts.
+    confidence : mapping of str to float, optional
+        Confidence of each video's label (e.g. its largest posterior probability), keyed by
+        path as given in ``items`` (a sequence; a CSV brings its own column). Videos without
+        one are only drawn in the random sample.
+    seed : int
+        Seed of the random samples (each cluster's sample depends only on it and the label).
     progress : bool
         Show a tqdm progress bar.
 
@@ -166,32 +267,40 @@ def write_explorer(
     -------
     Path
         ``out_html``.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range, the CSV lacks the needed columns, or a confidence is
+        not a finite number.
+    FileExistsError
+        If ``<out_html stem>_files`` exists and was not written by this function.
     """
     if max_members < 1 or thumb_size < 8 or n_thumb_frames < 1:
         raise ValueError("need max_members >= 1, thumb_size >= 8 and n_thumb_frames >= 1")
     out_html = Path(out_html)
     import matplotlib.image as plt_image  # lazy: keeps `import otcluster_video` light
 
-    pairs = _read_items(items)
+    pairs = _read_items(items, confidence)
     assets = out_html.parent / f"{out_html.stem}_files"
-    if assets.exists():
-        shutil.rmtree(assets)
-    assets.mkdir(parents=True)
+    _prepare_assets(assets)
     url_base = quote(assets.name)
 
-    groups: dict[str, list[Path]] = {}
-    for path, label in pairs:
-        groups.setdefault(label, []).append(path)
+    groups: dict[str, list[_Item]] = {}
+    for item in pairs:
+        groups.setdefault(item[1], []).append(item)
     order = sorted(groups, key=lambda k: (-len(groups[k]), k))
-    names = _display_names([p for p, _ in pairs])
+    names = _display_names([p for p, _, _ in pairs])
     truth = {str(k): v for k, v in (truth or {}).items()}
 
     clusters: list[_Cluster] = []
     todo = sum(min(len(groups[k]), max_members) for k in order)
     bar = tqdm(total=todo, desc="explorer previews", unit="video", disable=not progress)
     for rank, label in enumerate(order):
+        top, sample = _choose(groups[label], max_members, random.Random(f"{seed}:{label}"))
         members = []
-        for j, path in enumerate(groups[label][:max_members]):
+        for j, idx in enumerate(top + sample):
+            path, _, conf = groups[label][idx]
             thumb = audio = None
             stem = f"c{rank:04d}_{j:03d}"
             try:
@@ -212,18 +321,20 @@ def write_explorer(
                 audio = f"{url_base}/{stem}.wav"
             except DecodeError:
                 pass
-            members.append(_Member(names[path], thumb, audio, truth.get(str(path), "")))
+            members.append(_Member(names[path], thumb, audio, truth.get(str(path), ""), conf))
             bar.update()
         majority = purity = None
         if truth:
-            counts = Counter(truth.get(str(p), "?") for p in groups[label])
-            majority, top = counts.most_common(1)[0]
-            purity = top / len(groups[label])
+            counts = Counter(truth.get(str(p), "?") for p, _, _ in groups[label])
+            majority, n_major = counts.most_common(1)[0]
+            purity = n_major / len(groups[label])
         clusters.append(
             _Cluster(
                 label,
+                _heading(label),
                 len(groups[label]),
-                members,
+                members[: len(top)],
+                members[len(top):],
                 len(groups[label]) - len(members),
                 majority,
                 purity,
@@ -244,6 +355,7 @@ def write_explorer(
         title=title,
         clusters=clusters,
         n_items=len(pairs),
+        has_confidence=any(c is not None for _, _, c in pairs),
         sizes_png=sizes_png,
         thumb_size=thumb_size,
         card_width=max(thumb_size * n_thumb_frames, 160),

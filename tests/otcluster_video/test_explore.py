@@ -102,8 +102,124 @@ def test_csv_input_and_member_limit(items, tmp_path):
         writer.writerows((str(p), lab) for p, lab in items)
     out = write_explorer(tmp_path / "x.html", labels_csv, max_members=2, progress=False)
     html = out.read_text()
-    assert html.count('<figure class="member">') == 2 + 2 + 2 + 1
+    assert html.count('<figure class="member') == 2 + 2 + 2 + 1
     assert "+ 2 more" in html and "+ 1 more" in html
+
+
+# --- which members are shown (missing files: "no preview", fast) ----------------------------------
+
+def _shown(html: str) -> list[list[str]]:
+    """Member names shown per cluster, in page order."""
+    return [re.findall(r'<span class="name">([^<]*)</span>', sec)
+            for sec in html.split('<section class="cluster"')[1:]]
+
+
+def _fake(tmp_path: Path, n: int) -> list[Path]:
+    return [tmp_path / "videos" / f"v{i:02d}.mp4" for i in range(n)]  # never created
+
+
+def test_titles_do_not_repeat_the_word_cluster(tmp_path):
+    paths = _fake(tmp_path, 3)
+    items = [(paths[0], "cluster 0"), (paths[1], "cluster 0"), (paths[2], "4")]
+    html = write_explorer(tmp_path / "p.html", items, progress=False).read_text()
+    assert re.findall(r"<h2>(.*?) <span", html) == ["Cluster 0", "Cluster 4"]
+    assert "cluster cluster" not in html.lower()
+
+
+def test_most_confident_members_first_then_a_random_sample(tmp_path):
+    paths = _fake(tmp_path, 20)
+    conf = {str(p): 0.2 + 0.01 * i for i, p in enumerate(paths)}  # the last files are surest
+    items = [(p, 1) for p in paths]
+    out = write_explorer(tmp_path / "p.html", items, confidence=conf, max_members=6,
+                         progress=False)
+    html = out.read_text()
+    (shown,) = _shown(html)
+    assert shown[:3] == ["v19.mp4", "v18.mp4", "v17.mp4"]  # half the slots: by confidence
+    assert len(shown) == 6 and len(set(shown)) == 6
+    assert not set(shown[3:]) & {"v19.mp4", "v18.mp4", "v17.mp4"}
+    assert "confidence 0.39" in html and "random sample" in html and "+ 14 more" in html
+    # the sample is seeded: same seed, same page; other seeds draw other members
+    again = write_explorer(tmp_path / "q.html", items, confidence=conf, max_members=6,
+                           progress=False).read_text()
+    assert _shown(again) == [shown]
+    samples = {tuple(_shown(write_explorer(tmp_path / "r.html", items, confidence=conf,
+                                           max_members=6, seed=s, progress=False)
+                            .read_text())[0][3:]) for s in range(5)}
+    assert len(samples) > 1
+
+
+def test_without_confidence_large_clusters_show_a_random_sample_not_file_order(tmp_path):
+    paths = _fake(tmp_path, 30)
+    items = [(p, "a") for p in paths] + [(tmp_path / "small.mp4", "b")]
+    firsts = set()
+    for seed in range(4):
+        html = write_explorer(tmp_path / "p.html", items, max_members=5, seed=seed,
+                              progress=False).read_text()
+        big, small = _shown(html)
+        assert len(set(big)) == 5 and small == ["small.mp4"]
+        firsts.add(tuple(big))
+        assert "random sample of the cluster" in html and "confidence" not in html
+    assert tuple(f"v{i:02d}.mp4" for i in range(5)) not in firsts or len(firsts) > 1
+    assert len(firsts) > 1
+
+
+def test_csv_confidence_column_and_status(tmp_path):
+    paths = _fake(tmp_path, 8)
+    labels_csv = tmp_path / "labels.csv"
+    with labels_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "confidence", "status"])
+        for i, p in enumerate(paths):
+            writer.writerow([p.relative_to(tmp_path), 0, f"{i / 10:.4f}", "ok"])
+        writer.writerow(["videos/broken.mp4", "", "", "decode_failed"])
+    html = write_explorer(tmp_path / "p.html", labels_csv, max_members=4,
+                          progress=False).read_text()
+    (shown,) = _shown(html)
+    assert shown[:2] == ["v07.mp4", "v06.mp4"] and "broken" not in html
+    assert "8 videos in 1 clusters" in html
+
+
+def test_bad_confidences_are_refused(tmp_path):
+    paths = _fake(tmp_path, 2)
+    items = [(p, 0) for p in paths]
+    with pytest.raises(ValueError, match="finite"):
+        write_explorer(tmp_path / "p.html", items, confidence={str(paths[0]): float("nan")},
+                       progress=False)
+    with pytest.raises(ValueError, match="number"):
+        write_explorer(tmp_path / "p.html", items, confidence={str(paths[0]): "high"},
+                       progress=False)
+    bad_csv = tmp_path / "labels.csv"
+    bad_csv.write_text("path,label,confidence\nvideos/v00.mp4,0,inf\n")
+    with pytest.raises(ValueError, match=r"labels.csv, line 2: confidence must be finite"):
+        write_explorer(tmp_path / "p.html", bad_csv, progress=False)
+    with pytest.raises(ValueError, match="own 'confidence' column"):
+        write_explorer(tmp_path / "p.html", bad_csv, confidence={}, progress=False)
+
+
+# --- the assets folder: only what the explorer wrote is ever removed ------------------------------
+
+def test_a_users_folder_named_like_the_assets_is_never_touched(tmp_path):
+    user = tmp_path / "report_files"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    items = [(tmp_path / "v.mp4", 0)]
+    with pytest.raises(FileExistsError, match="not written by the explorer"):
+        write_explorer(tmp_path / "report.html", items, progress=False)
+    assert (user / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_rerun_replaces_its_own_assets_and_keeps_other_files(items, tmp_path):
+    out = tmp_path / "x.html"
+    write_explorer(out, items[:4], progress=False)
+    assets = tmp_path / "x_files"
+    first = {f.name for f in assets.iterdir()}
+    assert "c0000_003.jpg" in first and "sizes.png" in first
+    (assets / "mine.txt").write_text("keep me")
+    write_explorer(out, items[:1], progress=False)  # fewer members: stale previews go
+    names = {f.name for f in assets.iterdir()}
+    assert "c0000_003.jpg" not in names and "c0000_000.jpg" in names
+    assert (assets / "mine.txt").read_text() == "keep me"
 
 
 def _chromium() -> str | None:
