@@ -705,61 +705,93 @@ def write_report(results: dict, out: Path, plots: bool = True) -> None:
         print(f"plotting failed: {e}")
 
 
+K_MARKERS = "osD^vP*X"
+
+
+def _by_k(cells: list[dict]) -> dict[int, list[dict]]:
+    """Cells grouped by K, each group sorted by N: one plotted line per K (a line joining cells of
+    different K mixed two effects, N and K, and zig-zagged)."""
+    out: dict[int, list[dict]] = {}
+    for c in sorted(cells, key=lambda c: (c["k"], c["n"])):
+        out.setdefault(c["k"], []).append(c)
+    return out
+
+
+def _k_legend(ax, ks: list[int]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.3", marker=K_MARKERS[i % len(K_MARKERS)], ls="-", lw=0.8,
+                      label=f"K = {k}") for i, k in enumerate(ks)]
+    ax.add_artist(ax.legend(handles=handles, fontsize=7, loc="upper left", title="one line per K",
+                            title_fontsize=7))
+
+
 def plot(results: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     cells = [c for c in results["cells"] if "solvers" in c]
     lams = sorted({c["lam"] for c in cells}) or [20.0]
-    fig, axes = plt.subplots(1, len(lams), figsize=(6 * len(lams), 4.5), squeeze=False)
+    ks = sorted({c["k"] for c in cells})
+    fig, axes = plt.subplots(1, len(lams), figsize=(6.5 * len(lams), 5), squeeze=False)
     names = ["ours", "ours_features", "pot", "pot_torch", "pot_log", "textbook", "textbook_native",
              "swav3"]
     for ax, lam in zip(axes[0], lams):
+        groups = _by_k([c for c in cells if c["lam"] == lam])
         for j, name in enumerate(names):
-            pts = [(c["nk"], c["solvers"][name]["time_s"], bool(c["solvers"][name].get("capped")))
-                   for c in cells if c["lam"] == lam and "time_s" in c["solvers"].get(name, {})]
-            if not pts:
-                continue
-            pts.sort()
-            col = f"C{j}"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col, lw=0.8, alpha=0.5,
-                    label=LABELS[name])
-            for x_, y_, cap in pts:
-                ax.plot(x_, y_, "o", color=col, mfc="none" if cap else col)
+            for k, group in groups.items():
+                pts = [(c["nk"], c["solvers"][name]["time_s"], bool(c["solvers"][name].get("capped")))
+                       for c in group if "time_s" in c["solvers"].get(name, {})]
+                if not pts:
+                    continue
+                col, mk = f"C{j}", K_MARKERS[ks.index(k) % len(K_MARKERS)]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col, lw=0.8, alpha=0.5)
+                for x_, y_, cap in pts:
+                    ax.plot(x_, y_, mk, color=col, mfc="none" if cap else col, ms=5)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("N · K")
+        ax.set_xlabel("N · K  (along a line: N grows at fixed K)")
         ax.set_ylabel("wall time (s)")
         ax.set_title(f"λ = {lam:g} (hollow: stopped by its cap before 1e-3)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    _k_legend(axes[0][0], ks)
+    solver_handles = [Line2D([], [], color=f"C{j}", lw=2, label=LABELS[name])
+                      for j, name in enumerate(names)
+                      if any("time_s" in c["solvers"].get(name, {}) for c in cells)]
+    axes[0][-1].legend(handles=solver_handles, fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "grid_time.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for j, lam in enumerate(lams):
-        pts = sorted(((c["nk"], c["warm_start"]) for c in cells
-                      if c["lam"] == lam and "cold_iterations" in c.get("warm_start", {})),
-                     key=lambda p: p[0])
-        if not pts:
-            continue
-        xs = [p[0] for p in pts]
-        for key, style, lab in (("cold_iterations", "o-", "cold"), ("warm_iterations", "s--", "warm"),
-                                ("cold_plain_iterations", "^:", "cold, plain (no Anderson)"),
-                                ("warm_plain_iterations", "v:", "warm, plain")):
-            sel = [(x_, p[1][key]) for x_, p in zip(xs, pts) if key in p[1]]
-            if sel:
-                ax.plot([q[0] for q in sel], [q[1] for q in sel], style, color=f"C{j}",
-                        label=f"λ={lam:g} {lab}", alpha=1.0 if "plain" not in key else 0.5)
-    ax.set_xscale("log")
-    ax.set_xlabel("N · K")
-    ax.set_ylabel("passes over the data")
-    ax.set_title("ours: iterations with and without warm start")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    # Passes span 4 to 250: a log axis keeps the accelerated counts (4-50) readable.
+    kinds = (("cold_iterations", "-", "cold"), ("warm_iterations", "--", "warm"),
+             ("cold_plain_iterations", ":", "cold, plain (no Anderson)"),
+             ("warm_plain_iterations", "-.", "warm, plain"))
+    fig, axes = plt.subplots(1, len(lams), figsize=(6.5 * len(lams), 5), squeeze=False,
+                             sharey=True)
+    for ax, lam in zip(axes[0], lams):
+        groups = _by_k([c for c in cells if c["lam"] == lam
+                        and "cold_iterations" in c.get("warm_start", {})])
+        for j, (key, style, _) in enumerate(kinds):
+            for k, group in groups.items():
+                sel = [(c["nk"], c["warm_start"][key]) for c in group if key in c["warm_start"]]
+                if sel:
+                    ax.plot([q[0] for q in sel], [q[1] for q in sel], style, color=f"C{j}",
+                            marker=K_MARKERS[ks.index(k) % len(K_MARKERS)], ms=5,
+                            alpha=1.0 if "plain" not in key else 0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N · K  (along a line: N grows at fixed K)")
+        ax.set_ylabel("passes over the data")
+        ax.set_title(f"ours, λ = {lam:g}: iterations with and without warm start")
+        ax.grid(True, which="both", alpha=0.3)
+    _k_legend(axes[0][0], ks)
+    axes[0][-1].legend(handles=[Line2D([], [], color=f"C{j}", ls=style, lw=1.5, label=lab)
+                                for j, (_, style, lab) in enumerate(kinds)],
+                       fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "grid_warm.png", dpi=110)
     plt.close(fig)
