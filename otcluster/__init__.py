@@ -29,7 +29,7 @@ from ._metrics import (
 from ._priors import make_prior, sort_prior
 from ._schedule import clustering_steps
 from ._sinkhorn import ConvergenceWarning, SinkhornResult, sinkhorn, sinkhorn_features
-from ._trainer import SelfLabelModel, SelfLabelTrainer, TrainerConfig
+from ._train import SelfLabelModel, SelfLabelTrainer, TrainerConfig
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ from selflabel_data import Blobs, encoders, single_threaded
 
 from otcluster._checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from otcluster._heads import HeadConfig
-from otcluster._trainer import SelfLabelTrainer, TrainerConfig
+from otcluster import SelfLabelTrainer, TrainerConfig
 
 TESTS = Path(__file__).resolve().parent
 
@@ -137,7 +137,7 @@ SCRIPT = textwrap.dedent("""
     from selflabel_data import Blobs, encoders, single_threaded
     single_threaded()
     from test_checkpoint import _config
-    from otcluster._trainer import SelfLabelTrainer
+    from otcluster import SelfLabelTrainer
 
     ckpt_dir, out, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
     trainer = SelfLabelTrainer(encoders(seed=5), Blobs(n=150, k=4, slow=slow),

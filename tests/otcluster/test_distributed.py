@@ -22,7 +22,7 @@ from otcluster._distributed import (
 from otcluster._heads import HeadConfig
 from otcluster._priors import make_prior
 from otcluster._sinkhorn import sinkhorn, sinkhorn_features
-from otcluster._trainer import SelfLabelTrainer, TrainerConfig
+from otcluster import SelfLabelTrainer, TrainerConfig
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")

@@ -27,7 +27,7 @@ from torch import nn
 
 from otcluster._heads import HeadConfig
 from otcluster._metrics import nmi_score
-from otcluster._trainer import SelfLabelTrainer, TrainerConfig
+from otcluster import SelfLabelTrainer, TrainerConfig
 
 SEED = 0
 

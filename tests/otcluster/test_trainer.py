@@ -13,7 +13,8 @@ from torch import nn
 from otcluster._align import permute_linear_
 from otcluster._heads import HeadConfig, MultiHead
 from otcluster._sinkhorn import ConvergenceWarning, SinkhornResult
-from otcluster._trainer import SelfLabelTrainer, TrainerConfig
+from otcluster._train import clustering
+from otcluster import SelfLabelTrainer, TrainerConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -246,14 +247,14 @@ def test_failed_solves_are_redone_in_float64_then_without_acceleration(errors, e
 
     if errors[-1][1] > 0.05:
         with pytest.warns(ConvergenceWarning):
-            res, n_iter = trainer._robust_solve(solve)
+            res, n_iter = trainer.clusterer._robust_solve(solve)
     else:
-        res, n_iter = trainer._robust_solve(solve)
+        res, n_iter = trainer.clusterer._robust_solve(solve)
     assert calls == [(torch.float32, None), (torch.float64, None), (torch.float64, 0)][:expect_calls]
     assert n_iter == 7 * expect_calls and trainer.n_solver_retries_ == expect_calls - 1
     fixed = SelfLabelTrainer(encoders(), Blobs(n=60), config(sinkhorn_dtype="float64"))
     calls.clear()
-    fixed._robust_solve(solve)
+    fixed.clusterer._robust_solve(solve)
     assert calls == [(torch.float64, None)]
 
 
@@ -285,9 +286,9 @@ def test_failed_accelerated_solve_is_redone(monkeypatch):
     heads = HeadConfig(n_heads=2, n_clusters=4, hidden_dim=None, dropout=0.0)
     trainer = SelfLabelTrainer(encoders(), Blobs(n=150), config(heads=heads, prior="gaussian",
                                                                 seed=1, head_groups=1))
-    monkeypatch.setattr(trainer, "_mean_log_probs", lambda heads: heads)
-    monkeypatch.setattr(trainer, "_eval_pass",
-                        lambda data, pos, mods, heads, n, desc: (pos, {"log_p": x[heads]}))
+    monkeypatch.setattr(clustering, "mean_log_probs_fn", lambda model, heads: heads)
+    monkeypatch.setattr(trainer.passes, "eval_pass",
+                        lambda model, data, pos, mods, heads, n, desc: (pos, {"log_p": x[heads]}))
     with _no_warning():
         rec = trainer._cluster()
     assert rec["converged"]
