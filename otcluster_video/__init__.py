@@ -3,35 +3,56 @@
 Layering: this package uses :mod:`otcluster`; :mod:`otcluster` never imports it.
 """
 
-from ._audio import LogMelSpectrogram, n_spectrogram_frames, volume_jitter
-from ._config import (
-    AudioConfig,
-    ClipConfig,
-    ClusteringConfig,
-    DataConfig,
-    EncodersConfig,
-    HeadsConfig,
-    TrainingConfig,
-    VideoRecipeConfig,
-    VisualConfig,
-    load_preset,
-)
-from ._decode import DecodeError, read_audio, read_clip
-from ._probe import (
-    PrepareReport,
-    ProbeError,
-    SkippedFile,
-    VideoInfo,
-    index_videos,
-    load_manifest,
-    prepare,
-    probe,
-)
-from ._transforms import VideoTransform
-from .dataset import AVDataset
-from .explore import write_explorer
-from .models import AudioResNet, EncoderConfig, VideoResNet2Plus1D, build_encoder
-from .synth import make_flash_click_video, make_synthetic_dataset
+import importlib
+from typing import Any
+
+# Public names -> the private module that defines them. Imported on first use, so that
+# ``otcluster-video --help`` and ``import otcluster_video`` do not import torch, PyAV or
+# torchaudio (:func:`__getattr__`).
+_LAZY = {
+    **dict.fromkeys(["LogMelSpectrogram", "n_spectrogram_frames", "volume_jitter"], "._audio"),
+    **dict.fromkeys(
+        ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
+         "HeadsConfig", "TrainingConfig", "VideoRecipeConfig", "VisualConfig"],
+        "._config",
+    ),
+    "load_preset": "._preset",
+    **dict.fromkeys(["DecodeError", "read_audio", "read_clip"], "._decode"),
+    **dict.fromkeys(
+        ["PrepareReport", "ProbeError", "SkippedFile", "VideoInfo", "index_videos",
+         "load_manifest", "prepare", "probe"],
+        "._probe",
+    ),
+    "VideoTransform": "._transforms",
+    "AVDataset": ".dataset",
+    "write_explorer": ".explore",
+    **dict.fromkeys(["AudioResNet", "EncoderConfig", "VideoResNet2Plus1D", "build_encoder"],
+                    ".models"),
+    **dict.fromkeys(["make_flash_click_video", "make_synthetic_dataset"], ".synth"),
+}
+_EXTRAS = {"av", "torchaudio", "torchvision", "jinja2", "matplotlib", "tqdm"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otcluster_video' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module, __name__), name)
+    except ModuleNotFoundError as err:
+        if err.name not in _EXTRAS:
+            raise
+        raise ImportError(
+            f"otcluster_video needs {err.name!r}, one of the video extras: "
+            f"pip install 'otcluster[video]'"
+        ) from err
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AVDataset",

@@ -1,25 +1,26 @@
-"""The video recipe's configuration as dataclasses, and the TOML preset loader."""
+"""The video recipe's configuration as frozen dataclasses (read and written by :mod:`._preset`).
+
+One vocabulary with the core: the ``[heads]``, ``[training]`` and ``[clustering]`` sections use
+the field names of :class:`otcluster.HeadConfig` and :class:`otcluster.TrainerConfig`
+(``hidden_dim``, ``head_groups``, ``prior``, ``prior_sigma``, ``align``, ``n_clusterings``,
+``schedule_power``...), so the trainer's configuration is built by name, not translated.
+
+One validation style: every section declares its allowed values as data (``_RULES``: field ->
+check and what is allowed, plus ``_CROSS``: checks that involve two fields), and
+:func:`_validate` applies them in ``__post_init__``, naming the key (``"training.lr must be >
+0, got -1.0"``). Numbers must be finite everywhere.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
-import types
-import typing
-from collections.abc import Mapping
+import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .models import EncoderConfig
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    try:
-        import tomli as tomllib  # type: ignore[no-redef]
-    except ModuleNotFoundError:  # pragma: no cover - depends on the environment
-        tomllib = None  # type: ignore[assignment]
 
 __all__ = [
     "AudioConfig",
@@ -28,16 +29,76 @@ __all__ = [
     "DataConfig",
     "EncodersConfig",
     "HeadsConfig",
+    "PRIOR_KINDS",
     "TrainingConfig",
     "VideoRecipeConfig",
     "VisualConfig",
-    "load_preset",
 ]
 
+#: Named cluster priors (the core's :data:`otcluster._priors.PRIOR_KINDS`); a vector of K
+#: shares is accepted too.
+PRIOR_KINDS = ("uniform", "gaussian", "zipf")
+ALIGN_KINDS = ("exact", "greedy", "none")
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _at_least(lo: float) -> Rule:
+    return (lambda v: _num(v) and v >= lo, f">= {lo:g}")
+
+
+def _above(lo: float) -> Rule:
+    return (lambda v: _num(v) and v > lo, f"> {lo:g}")
+
+
+_PROBABILITY: Rule = (lambda v: _num(v) and 0.0 <= v <= 1.0, "a probability in [0, 1]")
+_FRACTION: Rule = (lambda v: _num(v) and 0.0 <= v < 1.0, "in [0, 1)")
+
+
+def _prior_ok(p: Any) -> bool:
+    if isinstance(p, str):
+        return p in PRIOR_KINDS
+    return (
+        isinstance(p, tuple)
+        and len(p) >= 2
+        and all(_num(x) and x >= 0 for x in p)
+        and sum(p) > 0
+    )
+
+
+def _validate(obj: Any) -> None:
+    """Apply a section's ``_RULES`` and ``_CROSS``; ``ValueError`` names the first bad key."""
+    section = obj._SECTION
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+            raise ValueError(f"{section}.{f.name} must be a finite number, got {value!r}")
+    for name, (check, allowed) in obj._RULES.items():
+        value = getattr(obj, name)
+        if not check(value):
+            raise ValueError(f"{section}.{name} must be {allowed}, got {value!r}")
+    for check, message in obj._CROSS:
+        if not check(obj):
+            raise ValueError(f"{section}: {message}")
+
+
+def _renamed(old: str, new: str) -> property:
+    """A read-only alias of a renamed field that warns (the Python side of the old keys)."""
+
+    def get(self: Any) -> Any:
+        warnings.warn(
+            f"{self._SECTION}.{old} is deprecated; use {self._SECTION}.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated alias of ``{new}``.")
 
 
 @dataclass(frozen=True)
@@ -56,7 +117,8 @@ class DataConfig:
     num_workers : int
         DataLoader worker processes.
     max_retries : int
-        A sample that fails to decode is replaced by the next one, at most this many times.
+        A sample that fails to decode takes the next one's clip (keeping its own index), at
+        most this many times.
     """
 
     min_duration: float = 1.1
@@ -65,10 +127,16 @@ class DataConfig:
     num_workers: int = 0
     max_retries: int = 10
 
+    _SECTION: ClassVar[str] = "data"
+    _RULES: ClassVar[dict[str, Rule]] = {
+        "min_duration": _at_least(0),
+        "num_workers": _at_least(0),
+        "max_retries": _at_least(0),
+    }
+    _CROSS: ClassVar[list] = []
+
     def __post_init__(self) -> None:
-        _check(self.min_duration >= 0, f"data.min_duration must be >= 0, got {self.min_duration}")
-        _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
-        _check(self.max_retries >= 0, f"data.max_retries must be >= 0, got {self.max_retries}")
+        _validate(self)
 
 
 @dataclass(frozen=True)
@@ -78,9 +146,12 @@ class ClipConfig:
     n_frames: int = 30
     fps: float = 30.0
 
+    _SECTION: ClassVar[str] = "clip"
+    _RULES: ClassVar[dict[str, Rule]] = {"n_frames": _at_least(1), "fps": _above(0)}
+    _CROSS: ClassVar[list] = []
+
     def __post_init__(self) -> None:
-        _check(self.n_frames >= 1, f"clip.n_frames must be >= 1, got {self.n_frames}")
-        _check(self.fps > 0, f"clip.fps must be > 0, got {self.fps}")
+        _validate(self)
 
     @property
     def seconds(self) -> float:
@@ -105,12 +176,22 @@ class AudioConfig:
     window: str = "rect"
     volume_jitter: tuple[float, float] = (0.9, 1.1)
 
+    _SECTION: ClassVar[str] = "audio"
+    _RULES: ClassVar[dict[str, Rule]] = {
+        "sample_rate": (lambda v: _num(v) and v >= 1000, ">= 1000 (Hz)"),
+        "seconds": _above(0),
+        "n_mels": _at_least(1),
+        "win_ms": _above(0),
+        "hop_ms": _above(0),
+        "n_fft": _at_least(1),
+        "volume_jitter": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
+    }
+    _CROSS: ClassVar[list] = [
+        (lambda c: c.seconds * 1000 >= c.win_ms, "audio.seconds is shorter than one window"),
+    ]
+
     def __post_init__(self) -> None:
-        _check(self.sample_rate >= 1000, f"audio.sample_rate too low: {self.sample_rate}")
-        _check(self.seconds * 1000 >= self.win_ms, "audio.seconds shorter than one window")
-        _check(self.n_mels >= 1, f"audio.n_mels must be >= 1, got {self.n_mels}")
-        lo, hi = self.volume_jitter
-        _check(0 < lo <= hi, f"audio.volume_jitter must satisfy 0 < low <= high, got {lo}, {hi}")
+        _validate(self)
 
     @property
     def n_frames(self) -> int:
@@ -138,18 +219,25 @@ class VisualConfig:
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
+    _SECTION: ClassVar[str] = "visual"
+    _RULES: ClassVar[dict[str, Rule]] = {
+        "crop": _at_least(1),
+        "hflip": _PROBABILITY,
+        "grayscale": _PROBABILITY,
+        "channel_shuffle": _PROBABILITY,
+        "std": (lambda v: min(v) > 0, "positive"),
+    }
+    _CROSS: ClassVar[list] = [
+        (lambda c: c.resize >= c.crop, "visual.resize must be >= visual.crop"),
+        (
+            lambda c: tuple(c.scale_jitter) == (0, 0)
+            or c.crop <= c.scale_jitter[0] <= c.scale_jitter[1],
+            "visual.scale_jitter must be (0, 0) or crop <= low <= high",
+        ),
+    ]
+
     def __post_init__(self) -> None:
-        _check(self.crop >= 1, f"visual.crop must be >= 1, got {self.crop}")
-        _check(self.resize >= self.crop, f"visual.resize {self.resize} < crop {self.crop}")
-        lo, hi = self.scale_jitter
-        _check(
-            (lo, hi) == (0, 0) or self.crop <= lo <= hi,
-            f"visual.scale_jitter must be (0, 0) or crop <= low <= high, got {(lo, hi)}",
-        )
-        for name in ("hflip", "grayscale", "channel_shuffle"):
-            p = getattr(self, name)
-            _check(0.0 <= p <= 1.0, f"visual.{name} must be a probability, got {p}")
-        _check(min(self.std) > 0, f"visual.std must be positive, got {self.std}")
+        _validate(self)
 
     @property
     def decode_short_side(self) -> int:
@@ -159,7 +247,7 @@ class VisualConfig:
 
 @dataclass(frozen=True)
 class EncodersConfig:
-    """The visual and the audio encoder."""
+    """The visual and the audio encoder (:class:`EncoderConfig` validates itself)."""
 
     video: EncoderConfig = field(default_factory=EncoderConfig)
     audio: EncoderConfig = field(
@@ -169,27 +257,49 @@ class EncodersConfig:
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    """Clustering heads (``MLPv2`` in the public code): ``n_heads`` heads of ``n_clusters``."""
+    """Clustering heads (``MLPv2`` in the public code): ``n_heads`` heads of ``n_clusters``.
+
+    The first four fields are :class:`otcluster.HeadConfig`'s; ``head_groups`` is
+    :class:`otcluster.TrainerConfig`'s (decorrelated heads: groups clustered from separate
+    augmentations). Old names ``hidden`` and ``groups`` are read with a ``DeprecationWarning``.
+    """
 
     n_heads: int = 10
     n_clusters: int = 309
-    hidden: int = 512
+    hidden_dim: int = 512
     dropout: float = 0.3
-    groups: int = 2
+    head_groups: int = 2
+
+    _SECTION: ClassVar[str] = "heads"
+    _RULES: ClassVar[dict[str, Rule]] = {
+        "n_heads": _at_least(1),
+        "n_clusters": _at_least(2),
+        "hidden_dim": _at_least(1),
+        "dropout": _FRACTION,
+        "head_groups": _at_least(1),
+    }
+    _CROSS: ClassVar[list] = [
+        (lambda c: c.head_groups <= c.n_heads, "heads.head_groups must be in [1, n_heads]"),
+    ]
 
     def __post_init__(self) -> None:
-        _check(self.n_heads >= 1, f"heads.n_heads must be >= 1, got {self.n_heads}")
-        _check(self.n_clusters >= 2, f"heads.n_clusters must be >= 2, got {self.n_clusters}")
-        _check(1 <= self.groups <= self.n_heads, "heads.groups must be in [1, n_heads]")
-        _check(0.0 <= self.dropout < 1.0, f"heads.dropout must be in [0, 1), got {self.dropout}")
+        _validate(self)
+
+    hidden = _renamed("hidden", "hidden_dim")
+    groups = _renamed("groups", "head_groups")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation and Sinkhorn-Knopp settings (consumed by the trainer).
+    """Optimisation and Sinkhorn-Knopp settings, named as in :class:`otcluster.TrainerConfig`.
 
     ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK
-    regularisation lambda; ``prior`` is ``"uniform"`` or ``"gauss"`` (sizes ``N(1, prior_std)``).
+    regularisation lambda. ``prior`` is ``"uniform"``, ``"gaussian"`` (sizes
+    ``N(1, prior_sigma)``, the paper's), ``"zipf"`` (``p_k ∝ k ** -zipf_exponent``) or a vector
+    of K shares (in a preset also ``"file:sizes.txt"``, read by :func:`load_preset`). ``align``
+    matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
+    ``"greedy"`` or ``"none"``. Old names (``prior = "gauss"``, ``prior_std``, ``align_init``) are
+    read with a ``DeprecationWarning``.
     """
 
     epochs: int = 200
@@ -199,30 +309,67 @@ class TrainingConfig:
     momentum: float = 0.9
     warmup_epochs: int = 10
     lam: float = 20.0
-    prior: str = "gauss"
-    prior_std: float = 0.1
-    align_init: bool = True
+    prior: str | tuple[float, ...] = "gaussian"
+    prior_sigma: float = 0.1
+    zipf_exponent: float = 1.0
+    align: str = "exact"
     seed: int = 0
 
+    _SECTION: ClassVar[str] = "training"
+    _RULES: ClassVar[dict[str, Rule]] = {
+        "epochs": _at_least(1),
+        "batch_size": _at_least(1),
+        "lr": _above(0),
+        "weight_decay": _at_least(0),
+        "momentum": _FRACTION,
+        "warmup_epochs": _at_least(0),
+        "lam": _above(0),
+        "prior": (
+            _prior_ok,
+            f"one of {PRIOR_KINDS}, 'file:PATH' or a list of >= 2 non-negative shares "
+            "with a positive sum",
+        ),
+        "prior_sigma": _at_least(0),
+        "zipf_exponent": _at_least(0),
+        "align": (lambda v: v in ALIGN_KINDS, f"one of {ALIGN_KINDS}"),
+        "seed": _at_least(0),
+    }
+    _CROSS: ClassVar[list] = []
+
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"training.batch_size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"training.lr must be > 0, got {self.lr}")
-        _check(self.lam > 0, f"training.lam must be > 0, got {self.lam}")
-        _check(self.prior in ("uniform", "gauss"), "training.prior must be uniform or gauss")
-        _check(self.warmup_epochs >= 0, "training.warmup_epochs must be >= 0")
+        if isinstance(self.prior, list):
+            object.__setattr__(self, "prior", tuple(self.prior))
+        _validate(self)
+
+    prior_std = _renamed("prior_std", "prior_sigma")
+
+    @property
+    def align_init(self) -> bool:
+        """Deprecated: ``align != "none"``."""
+        warnings.warn("training.align_init is deprecated; use training.align",
+                      DeprecationWarning, stacklevel=2)
+        return self.align != "none"
 
 
 @dataclass(frozen=True)
 class ClusteringConfig:
-    """When to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) ** power``."""
+    """When to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) **
+    schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated)."""
 
     n_clusterings: int = 100
-    power: float = 1.5
+    schedule_power: float = 1.5
+
+    _SECTION: ClassVar[str] = "clustering"
+    _RULES: ClassVar[dict[str, Rule]] = {
+        "n_clusterings": _at_least(1),
+        "schedule_power": _above(0),
+    }
+    _CROSS: ClassVar[list] = []
 
     def __post_init__(self) -> None:
-        _check(self.n_clusterings >= 1, "clustering.n_clusterings must be >= 1")
-        _check(self.power > 0, f"clustering.power must be > 0, got {self.power}")
+        _validate(self)
+
+    power = _renamed("power", "schedule_power")
 
 
 @dataclass(frozen=True)
@@ -239,6 +386,14 @@ class VideoRecipeConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
 
+    def __post_init__(self) -> None:
+        prior, k = self.training.prior, self.heads.n_clusters
+        if not isinstance(prior, str) and len(prior) != k:
+            raise ValueError(
+                f"training.prior has {len(prior)} values but heads.n_clusters = {k}: give one "
+                f"share per cluster"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), e.g. to store beside a checkpoint."""
         return _plain(dataclasses.asdict(self))
@@ -250,106 +405,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a TOML value against a field's type hint and convert lists to tuples."""
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{where} must be a table, got {type(value).__name__}")
-        return _build(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Literal,):
-        if value not in typing.get_args(hint):
-            raise ValueError(f"{where} must be one of {typing.get_args(hint)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
-        if args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise ValueError(f"{where} must have {len(args)} items, got {len(value)}")
-        item = args[0] if args else Any
-        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and (
-        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
-    ):
-        raise ValueError(f"{where} must be {hint.__name__}, got {value!r}")
-    return value
-
-
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in [{where}]; allowed: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {dotted!r}: {part!r} is not a table")
-    node[leaf] = value
-
-
-def load_preset(
-    name_or_path: str | Path, overrides: Mapping[str, Any] | None = None
-) -> VideoRecipeConfig:
-    """Load a recipe preset: a bundled name (``"paper"``, ``"cpu"``) or a TOML file.
-
-    Keys missing from the file take the paper's defaults; unknown keys and wrong types raise.
-
-    Parameters
-    ----------
-    name_or_path : str or Path
-        Bundled preset name or path to a ``.toml`` file.
-    overrides : mapping of str to value, optional
-        Dotted keys replacing file values, e.g. ``{"training.epochs": 2,
-        "encoder.video.widths": [8, 16, 32, 64]}``.
-
-    Returns
-    -------
-    VideoRecipeConfig
-
-    Examples
-    --------
-    >>> load_preset("paper").audio.n_frames
-    199
-    >>> load_preset("cpu", {"training.epochs": 1}).training.epochs
-    1
-    """
-    if tomllib is None:  # pragma: no cover
-        raise ModuleNotFoundError("reading presets on Python 3.10 needs the 'tomli' package")
-    bundled = importlib.resources.files("otcluster_video") / "presets" / f"{name_or_path}.toml"
-    path = Path(name_or_path)
-    if str(name_or_path).endswith(".toml") or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"preset file {path} does not exist")
-        text, default_name = path.read_text(), path.stem
-    elif bundled.is_file():
-        text, default_name = bundled.read_text(), str(name_or_path)
-    else:
-        available = sorted(
-            p.name[: -len(".toml")]
-            for p in (importlib.resources.files("otcluster_video") / "presets").iterdir()
-            if p.name.endswith(".toml")
-        )
-        raise ValueError(f"unknown preset {name_or_path!r}; bundled presets: {available}")
-    try:
-        tree = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"preset {name_or_path}: invalid TOML: {err}") from err
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(tree, dotted, value)
-    tree.setdefault("name", default_name)
-    return _build(VideoRecipeConfig, tree, "")

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from ._probe import file_problem
+
 __all__ = ["DecodeError", "read_audio", "read_clip"]
 
 _AUDIO_MARGIN = 0.05  # seconds decoded on each side of an audio window, for the resampler
@@ -35,6 +37,9 @@ class DecodeError(RuntimeError):
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
+    problem = file_problem(path)  # only regular files are opened (a FIFO would block forever)
+    if problem is not None:
+        raise DecodeError(path, f"{problem[0]}: {problem[1]}")
     try:
         return av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import logging
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 from tqdm.auto import tqdm
+
+from otcluster._io import atomic_write_text
 
 __all__ = [
     "PrepareReport",
@@ -32,7 +36,51 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp"}
 )
 #: Reasons a file is left out of a manifest.
-SKIP_REASONS = ("corrupt", "truncated", "no_video", "no_audio", "too_short", "missing")
+SKIP_REASONS = (
+    "corrupt",
+    "truncated",
+    "no_video",
+    "no_audio",
+    "too_short",
+    "missing",
+    "not_a_file",
+    "unreadable",
+)
+
+
+def file_problem(path: str | Path) -> tuple[str, str] | None:
+    """Why ``path`` cannot be opened as a video file, without opening it; ``None`` if it can.
+
+    Only regular files are ever opened: opening a FIFO blocks until someone writes to it, and a
+    device never ends. Returns ``(reason, detail)`` with reason ``"missing"``,
+    ``"unreadable"`` (e.g. a symbolic link that points to itself) or ``"not_a_file"``.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            return ("missing", str(err))
+        if err.errno == errno.ELOOP:
+            return ("unreadable", f"symbolic link loop: {err}")
+        return ("unreadable", str(err))
+    if stat.S_ISREG(mode):
+        return None
+    kind = (
+        "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+        else "a directory" if stat.S_ISDIR(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return ("not_a_file", f"{kind}; only regular files are opened")
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute and resolved when possible (a symlink loop stays unresolved)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
+        return Path(os.path.abspath(path))
 
 
 @dataclass(frozen=True)
@@ -85,7 +133,7 @@ class SkippedFile:
 
 class ProbeError(Exception):
     """A file that cannot be used as a video; ``reason`` is ``corrupt``, ``truncated``,
-    ``no_video`` or ``missing``."""
+    ``no_video``, ``missing``, ``not_a_file`` (a FIFO, device...) or ``unreadable``."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
@@ -101,6 +149,8 @@ def index_videos(source: str | Path) -> list[tuple[Path, str]]:
         A folder, scanned recursively for video extensions (the name of a file's parent folder
         is its label, ``""`` for files directly in ``source``), or a CSV file with columns
         ``path`` (absolute or relative to the CSV's folder) and optionally ``label``.
+        Every entry with a video extension that is not a folder is listed, FIFOs and broken
+        links included: :func:`prepare` reports why it cannot use them.
 
     Returns
     -------
@@ -114,7 +164,7 @@ def index_videos(source: str | Path) -> list[tuple[Path, str]]:
             p
             for p in root.rglob("*")
             if p.suffix.lower() in VIDEO_EXTENSIONS
-            and p.is_file()
+            and not p.is_dir()
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
         ]
         return [(p, "" if p.parent == root else p.parent.name) for p in sorted(found)]
@@ -124,7 +174,7 @@ def index_videos(source: str | Path) -> list[tuple[Path, str]]:
             if reader.fieldnames is None or "path" not in reader.fieldnames:
                 raise ValueError(f"{source}: CSV needs a 'path' column, got {reader.fieldnames}")
             base = source.resolve().parent
-            return [((base / row["path"]).resolve(), row.get("label") or "") for row in reader]
+            return [(_absolute(base / row["path"]), row.get("label") or "") for row in reader]
     raise FileNotFoundError(f"{source}: not a folder or a .csv file")
 
 
@@ -170,9 +220,10 @@ def probe(path: str | Path, label: str = "") -> VideoInfo:
         With ``reason`` ``"missing"``, ``"corrupt"`` (unreadable, or the first frame does not
         decode), ``"truncated"`` (the file ends before its declared content) or ``"no_video"``.
     """
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise ProbeError(path, "missing")
+    path = _absolute(Path(path))
+    problem = file_problem(path)
+    if problem is not None:
+        raise ProbeError(path, *problem)
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
@@ -284,12 +335,6 @@ def _load_cache(path: Path) -> dict[str, dict]:
     return cache
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_manifest(path: Path, videos: list[VideoInfo]) -> None:
     if path.suffix.lower() == ".jsonl":
         text = "".join(json.dumps(dataclasses.asdict(v)) + "\n" for v in videos)
@@ -299,18 +344,21 @@ def _write_manifest(path: Path, videos: list[VideoInfo]) -> None:
         writer.writeheader()
         writer.writerows(dataclasses.asdict(v) for v in videos)
         text = buffer.getvalue()
-    _write_atomic(path, text)
+    atomic_write_text(path, text)
 
 
 def load_manifest(path: str | Path) -> list[VideoInfo]:
     """Read a manifest written by :func:`prepare` (CSV, or JSON lines for ``.jsonl``).
 
+    Relative paths in it are relative to the manifest's folder (not the working directory).
+
     Returns
     -------
     list of VideoInfo
-        In file order; the position in this list is the sample index.
+        In file order; the position in this list is the sample index; paths are absolute.
     """
     path = Path(path)
+    base = _absolute(path).parent
     if path.suffix.lower() == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     else:
@@ -323,7 +371,7 @@ def load_manifest(path: str | Path) -> list[VideoInfo]:
             raise ValueError(f"{path}: row {i} lacks fields {sorted(missing)}")
         videos.append(
             VideoInfo(
-                path=str(row["path"]),
+                path=os.path.normpath(base / str(row["path"])),
                 label=str(row["label"] or ""),
                 duration=float(row["duration"]),
                 fps=float(row["fps"]),
@@ -382,17 +430,14 @@ def prepare(
     with cache_file.open("a") as cache_out:
         for path, label in tqdm(entries, desc="probing videos", unit="file", disable=not progress):
             key = str(path)
-            try:
-                stat = path.stat()
-            except OSError as err:
-                skipped.append(SkippedFile(key, label, "missing", str(err)))
+            problem = file_problem(path)  # FIFOs, devices, link loops: never opened
+            if problem is not None:
+                skipped.append(SkippedFile(key, label, *problem))
                 continue
+            st = path.stat()
             entry = cache.get(key)
-            if entry is None or (entry["size"], entry["mtime_ns"]) != (
-                stat.st_size,
-                stat.st_mtime_ns,
-            ):
-                entry = {"path": key, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            if entry is None or (entry["size"], entry["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+                entry = {"path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
                 try:
                     entry["info"] = dataclasses.asdict(probe(path))
                 except ProbeError as err:
@@ -411,14 +456,14 @@ def prepare(
                 skipped.append(SkippedFile(key, label, reason[0], reason[1]))
             else:
                 videos.append(info)
-    _write_atomic(cache_file, "".join(json.dumps(e) + "\n" for e in cache.values()))
+    atomic_write_text(cache_file, "".join(json.dumps(e) + "\n" for e in cache.values()))
     _write_manifest(out_manifest, videos)
     report_path = out_manifest.with_name(out_manifest.stem + ".skipped.csv")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "reason", "detail"])
     writer.writerows((s.path, s.label, s.reason, s.detail) for s in skipped)
-    _write_atomic(report_path, buffer.getvalue())
+    atomic_write_text(report_path, buffer.getvalue())
     report = PrepareReport(out_manifest, report_path, videos, skipped, n_probed)
     (logger.warning if skipped else logger.info)("prepare %s: %s", source, report.summary())
     return report

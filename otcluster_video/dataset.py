@@ -1,4 +1,9 @@
-"""``AVDataset``: one audio-visual clip per video, as a dict of modality tensors plus its index."""
+"""``AVDataset``: one audio-visual clip per video, as a dict of modality tensors plus its index.
+
+Item ``i`` always carries ``"index": i``, even when video ``i`` fails to decode and the clip of a
+neighbour stands in for it (so no caller needs to rewrite indices); ``return_source=True`` adds
+``"source"``, the index whose clip the item holds, so inference can mark such videos.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,7 @@ import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,33 +19,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from otcluster._io import atomic_open
+from otcluster._threads import limit_threads
+
 from ._audio import LogMelSpectrogram, volume_jitter
 from ._config import VideoRecipeConfig
-from ._decode import DecodeError, read_audio, read_clip
+from ._decode import DecodeError, _scaled_size, read_audio, read_clip
 from ._probe import VideoInfo, load_manifest
 from ._transforms import VideoTransform
 
 __all__ = ["AVDataset"]
 
 logger = logging.getLogger("otcluster_video")
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run small per-sample tensor ops on one thread.
-
-    With several intra-op threads on a busy machine, OpenMP workers spinning on the cores make
-    tiny ops (a 64 x 99 log-mel) 10-100x slower; DataLoader workers already use one thread.
-    """
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 class AVDataset(Dataset):
@@ -72,6 +61,10 @@ class AVDataset(Dataset):
         Fixed place of the window centre in the usable span, from 0 (as early as possible) to
         1 (as late as possible), e.g. to take several evaluation clips per video. Default:
         random in training, 0.5 (the middle) in evaluation.
+    return_source : bool
+        Add ``"source"``: the index of the video whose clip the item holds (``!= "index"``
+        when the video failed to decode and a neighbour stood in). Works across DataLoader
+        workers, unlike :attr:`decode_failures`.
 
     Attributes
     ----------
@@ -87,9 +80,9 @@ class AVDataset(Dataset):
     Notes
     -----
     ``dataset[i]`` is ``{"video": (3, n_frames, crop, crop) float32, "audio": (1, n_mels,
-    n_audio_frames) float32, "index": int}`` (plus ``"label": int`` if asked). A video that
-    fails to decode is logged, counted, remembered as bad, and replaced by the next index
-    (whose ``"index"`` the item then carries), at most ``data.max_retries`` times.
+    n_audio_frames) float32, "index": i}`` (plus ``"label"`` and ``"source"`` if asked). A
+    video that fails to decode is logged, counted, remembered as bad, and the next video's clip
+    stands in for it (the item keeps ``"index": i``), at most ``data.max_retries`` times.
     """
 
     def __init__(
@@ -101,6 +94,7 @@ class AVDataset(Dataset):
         cache_dir: str | Path | None = None,
         return_label: bool = False,
         position: float | None = None,
+        return_source: bool = False,
     ) -> None:
         if position is not None and not 0.0 <= position <= 1.0:
             raise ValueError(f"position must be in [0, 1], got {position}")
@@ -110,7 +104,7 @@ class AVDataset(Dataset):
         if not self.videos:
             raise ValueError("AVDataset needs at least one video; the manifest is empty")
         self.config, self.train, self.return_label = config, train, return_label
-        self.position = position
+        self.position, self.return_source = position, return_source
         if cache_dir is None:
             cache_dir = config.data.cache_dir or None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -159,13 +153,20 @@ class AVDataset(Dataset):
             if j in self._bad:
                 continue
             try:
-                with _single_thread():
-                    return self._load(j)
+                with limit_threads(1):
+                    item = self._load(j)
             except DecodeError as err:
                 self._bad.add(j)
                 self.decode_failures[err.path] += 1
                 errors.append(str(err))
                 logger.warning("skipping sample %d: %s", j, err)
+                continue
+            item["index"] = index
+            if self.return_label:
+                item["label"] = self.labels[index]
+            if self.return_source:
+                item["source"] = j
+            return item
         detail = "; ".join(errors[-3:]) or "all were marked undecodable earlier"
         raise RuntimeError(
             f"sample {index} and the next {self.config.data.max_retries} failed to decode: "
@@ -189,14 +190,7 @@ class AVDataset(Dataset):
             wave = self._read_audio(info, audio_start)
         if self.train and a.volume_jitter != (1.0, 1.0):
             wave = volume_jitter(wave, *a.volume_jitter)
-        item: dict[str, Any] = {
-            "video": self.transform(frames),
-            "audio": self.spectrogram(wave).unsqueeze(0),
-            "index": index,
-        }
-        if self.return_label:
-            item["label"] = self.labels[index]
-        return item
+        return {"video": self.transform(frames), "audio": self.spectrogram(wave).unsqueeze(0)}
 
     def _read_audio(self, info: VideoInfo, start: float) -> torch.Tensor:
         a = self.config.audio
@@ -234,18 +228,17 @@ class AVDataset(Dataset):
             try:  # memory-mapped: only the clip's frames are read from disk
                 frames_all = np.load(frames_file, mmap_mode="r")
                 wave_all = np.load(audio_file, mmap_mode="r")
+                self._check_cached(info, frames_all, wave_all)
             except (OSError, ValueError) as err:
-                logger.warning("rebuilding damaged cache entry %s: %s", stem, err)
+                logger.warning("rebuilding damaged cache entry %s: %s", frames_file, err)
                 frames_all = None
         if frames_all is None or wave_all is None:
             entry = self._decode_whole(info)
             stem.parent.mkdir(parents=True, exist_ok=True)
             # audio first, frames last: a frames file implies a complete entry
             for file, array in ((audio_file, entry["audio"]), (frames_file, entry["frames"])):
-                tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-                with tmp.open("wb") as f:
+                with atomic_open(file, "wb") as f:  # safe with several DataLoader workers
                     np.save(f, array.numpy())
-                os.replace(tmp, file)  # atomic: safe with several DataLoader workers
             frames_all, wave_all = entry["frames"].numpy(), entry["audio"].numpy()
         fps, sr = self.config.clip.fps, self.config.audio.sample_rate
         first = int(round(video_start * fps))
@@ -258,9 +251,21 @@ class AVDataset(Dataset):
             wave[lo - a0 : hi - a0] = torch.from_numpy(np.array(wave_all[lo:hi]))
         return torch.from_numpy(np.array(frames_all[idx])), wave
 
+    def _check_cached(self, info: VideoInfo, frames: np.ndarray, wave: np.ndarray) -> None:
+        """``ValueError`` unless a cache entry has the shapes :meth:`_decode_whole` writes."""
+        width, height = _scaled_size(info.width, info.height, self.config.visual.decode_short_side)
+        expected = (self._n_cached_frames(info), height, width, 3)
+        if frames.shape != expected or frames.dtype != np.uint8:
+            raise ValueError(f"frames {frames.shape} {frames.dtype}, expected {expected} uint8")
+        if wave.ndim != 1 or wave.shape[0] == 0 or wave.dtype != np.float32:
+            raise ValueError(f"audio {wave.shape} {wave.dtype}, expected (n,) float32")
+
+    def _n_cached_frames(self, info: VideoInfo) -> int:
+        return max(1, int(info.duration * self.config.clip.fps - 1e-6) + 1)
+
     def _decode_whole(self, info: VideoInfo) -> dict[str, torch.Tensor]:
         fps, sr = self.config.clip.fps, self.config.audio.sample_rate
-        n_frames = max(1, int(info.duration * fps - 1e-6) + 1)
+        n_frames = self._n_cached_frames(info)
         frames = read_clip(
             info.path, 0.0, n_frames, fps, short_side=self.config.visual.decode_short_side
         )

@@ -13,10 +13,10 @@ def test_paper_preset_holds_the_paper_values():
     assert (cfg.audio.n_mels, cfg.audio.n_frames, cfg.audio.preemphasis) == (257, 199, 0.97)
     assert (cfg.visual.resize, cfg.visual.crop, cfg.visual.hflip) == (128, 112, 0.5)
     assert cfg.visual.mean == (0.45,) * 3 and cfg.visual.std == (0.225,) * 3
-    assert (cfg.heads.n_heads, cfg.heads.groups) == (10, 2)
+    assert (cfg.heads.n_heads, cfg.heads.head_groups) == (10, 2)
     t = cfg.training
     assert (t.lr, t.weight_decay, t.momentum, t.lam, t.warmup_epochs) == (0.01, 1e-5, 0.9, 20.0, 10)
-    assert (cfg.clustering.n_clusterings, cfg.clustering.power) == (100, 1.5)
+    assert (cfg.clustering.n_clusterings, cfg.clustering.schedule_power) == (100, 1.5)
     assert cfg.encoder.video.blocks == (2, 2, 2, 2) and cfg.encoder.audio.blocks == (1, 1, 1, 1)
 
 

@@ -80,9 +80,11 @@ def test_cache_gives_the_same_eval_items(prepared, cpu_config, tmp_path):
 def test_decode_failure_is_counted_and_replaced(prepared, synth_dir, cpu_config):
     truncated = str(next(synth_dir.rglob("*truncated.mp4")))
     bad = dataclasses.replace(prepared.videos[0], path=truncated)
-    ds = AVDataset([bad, *prepared.videos[1:3]], cpu_config, train=True)
+    ds = AVDataset([bad, *prepared.videos[1:3]], cpu_config, train=True, return_source=True)
     item = ds[0]
-    assert item["index"] == 1  # the next sample replaces the broken one
+    assert item["index"] == 0  # the item keeps its own index ...
+    assert item["source"] == 1  # ... and holds the next sample's clip
+    assert ds[1]["index"] == ds[1]["source"] == 1
     assert ds.decode_failures == {truncated: 1}
     ds[0]
     assert ds.decode_failures == {truncated: 1}  # remembered as bad: not decoded again

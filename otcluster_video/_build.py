@@ -1,0 +1,110 @@
+"""What a recipe configuration builds: the encoders and the core's :class:`otcluster.TrainerConfig`.
+
+The ``[heads]``, ``[training]`` and ``[clustering]`` sections use the core's field names, so the
+trainer's configuration is assembled by name (:func:`_same_named`); the only additions are the
+run's circumstances (world size, device, checkpoint folder, progress bars).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from otcluster import HeadConfig, TrainerConfig
+
+from ._config import VideoRecipeConfig
+from .models import build_encoder
+
+__all__ = ["build_encoders", "trainer_config"]
+
+
+def build_encoders(config: VideoRecipeConfig) -> dict[str, nn.Module]:
+    """Randomly initialised encoders of the recipe, seeded with ``training.seed``.
+
+    Calling it twice with the same configuration gives identical weights: the random-init
+    baseline of ``evaluate`` is the trained model's own initialisation.
+
+    Parameters
+    ----------
+    config : VideoRecipeConfig
+
+    Returns
+    -------
+    dict of str to nn.Module
+        ``{"video": ..., "audio": ...}`` (the video encoder is the alignment reference).
+    """
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(config.training.seed)
+        return {
+            "video": build_encoder(config.encoder.video),
+            "audio": build_encoder(config.encoder.audio),
+        }
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _same_named(section: Any, cls: type) -> dict[str, Any]:
+    """The fields of ``section`` that ``cls`` has too (same name, same meaning)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name in names}
+
+
+def trainer_config(
+    config: VideoRecipeConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    world_size: int = 1,
+    cuda: bool = False,
+    progress: bool = True,
+) -> TrainerConfig:
+    """The :class:`otcluster.TrainerConfig` of a recipe configuration (same field names).
+
+    The learning rate is scaled linearly with the number of processes (paper: 0.01 per GPU);
+    ``align = "none"`` becomes ``None``; a prior vector becomes a list.
+
+    Parameters
+    ----------
+    config : VideoRecipeConfig
+    checkpoint_dir : str or Path, optional
+    world_size : int
+        Number of training processes.
+    cuda : bool
+        Training on CUDA devices (mixed precision; SyncBatchNorm when distributed).
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    otcluster.TrainerConfig
+    """
+    t = config.training
+    fields = {
+        **_same_named(t, TrainerConfig),
+        **_same_named(config.clustering, TrainerConfig),
+        **_same_named(config.heads, TrainerConfig),  # head_groups
+    }
+    fields.update(
+        lr=t.lr * world_size,
+        prior=t.prior if isinstance(t.prior, str) else list(t.prior),
+        align=None if t.align == "none" else t.align,
+    )
+    if t.prior == "zipf" and "zipf_exponent" not in fields and t.zipf_exponent != 1.0:
+        raise ValueError(
+            "training.zipf_exponent: this version of otcluster's trainer supports only the "
+            "exponent 1.0; give the shares as a vector (training.prior = [...]) instead"
+        )
+    return TrainerConfig(
+        heads=HeadConfig(**_same_named(config.heads, HeadConfig)),
+        num_workers=config.data.num_workers,
+        amp=cuda,
+        sync_batchnorm=bool(cuda and world_size > 1),
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+        checkpoint_every=1,
+        show_progress=progress,
+        **fields,
+    )

@@ -1,0 +1,170 @@
+"""A trained run for inference: the model from its checkpoint (no optimiser, no training
+dataset), pooled features of any videos, the heads' log-probabilities and labels.
+
+Used by ``label``, ``evaluate``, ``degrade`` and ``retrieval``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from otcluster import HeadConfig, MultiHead, SelfLabelModel
+from otcluster._checkpoint import load_checkpoint
+from otcluster.metrics import select_head
+
+from .._build import build_encoders
+from .._config import VideoRecipeConfig
+from .._preset import load_preset
+from .._probe import VideoInfo, load_manifest
+from .._run import RunPaths
+from ..dataset import AVDataset
+
+__all__ = ["LoadedRun", "Features", "extract", "heads_log_probs", "load_run", "predict"]
+
+_CHUNK = 4096  # rows of features per head evaluation
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: its configuration, training videos, model and last self-labels.
+
+    Attributes
+    ----------
+    train_labels : LongTensor of shape (H, N) or None
+        Labels of the last optimal-transport clustering of the training videos.
+    primary : int
+        The head chosen without ground truth: the one that agrees most with the others
+        (:func:`otcluster.metrics.select_head` on ``train_labels``; 0 without them).
+    """
+
+    paths: RunPaths
+    config: VideoRecipeConfig
+    videos: list[VideoInfo]
+    model: SelfLabelModel
+    train_labels: torch.Tensor | None
+    device: torch.device
+
+    @property
+    def primary(self) -> int:
+        return 0 if self.train_labels is None else select_head(self.train_labels)
+
+    def batch_size(self, given: int | None) -> int:
+        return given or self.config.training.batch_size
+
+
+def _model(state: Mapping[str, Any], folder: Path, config: VideoRecipeConfig) -> SelfLabelModel:
+    encoders = build_encoders(config)
+    from_checkpoint = getattr(SelfLabelModel, "from_checkpoint", None)
+    if from_checkpoint is not None:
+        return from_checkpoint(folder, encoders)
+    # the same, for an otcluster whose SelfLabelModel cannot load itself yet
+    heads_cfg = HeadConfig(**state["config"]["heads"])
+    dims = {"video": config.encoder.video.widths[-1], "audio": config.encoder.audio.widths[-1]}
+    model = SelfLabelModel(encoders, {m: MultiHead(dims[m], heads_cfg) for m in encoders})
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_run(run: str | Path, device: str | torch.device) -> LoadedRun:
+    """The trained run in folder ``run`` (``FileNotFoundError`` saying how to make one)."""
+    paths = RunPaths(Path(run))
+    checkpoint = paths.require_checkpoint()
+    config = load_preset(paths.config)
+    if not paths.manifest.is_file():
+        raise FileNotFoundError(f"{paths.manifest} is missing: the run folder is incomplete")
+    videos = load_manifest(paths.manifest)
+    state = load_checkpoint(checkpoint, fallback=paths.previous_checkpoint)
+    if int(state.get("n_samples", len(videos))) != len(videos):
+        raise ValueError(
+            f"{paths.manifest} lists {len(videos)} videos but the checkpoint was trained on "
+            f"{state['n_samples']}: the manifest was replaced after training; restore it or "
+            f"train a new run"
+        )
+    device = torch.device(device)
+    model = _model(state, paths.checkpoints, config).to(device)
+    labels = state.get("labels")
+    return LoadedRun(paths, config, videos, model, labels, device)
+
+
+def eval_dataset(videos: Sequence[VideoInfo], config: VideoRecipeConfig, **kw: Any) -> AVDataset:
+    """Deterministic clips (the middle of each video, or ``position``) that report their source."""
+    return AVDataset(list(videos), config, train=False, return_source=True, **kw)
+
+
+@dataclass
+class Features:
+    """Pooled features of every video, in manifest order, and the videos that failed to decode
+    (their rows hold a neighbour's features: leave them out of any result)."""
+
+    z: dict[str, torch.Tensor]
+    failed: set[int]
+
+
+def extract(
+    loaded: LoadedRun,
+    dataset: AVDataset,
+    *,
+    modalities: Sequence[str] = ("video", "audio"),
+    batch_size: int | None = None,
+    transform: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    progress: bool = False,
+) -> Features:
+    """Pooled encoder features ``(N, D_m)`` (float32, CPU) of each of ``modalities``.
+
+    ``transform[m]`` is applied to each batch of modality ``m`` before the encoder (e.g. the
+    degraded frames of ``degrade``). Model in eval mode, no gradients, mixed precision on CUDA
+    (as the trainer's inference).
+    """
+    model, device = loaded.model, loaded.device
+    loader = DataLoader(
+        dataset,
+        batch_size=loaded.batch_size(batch_size),
+        shuffle=False,
+        num_workers=loaded.config.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
+    failed: set[int] = set()
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for batch in tqdm(loader, desc="extracting", disable=not progress, leave=False):
+            index, source = batch["index"], batch["source"]
+            failed.update(index[index != source].tolist())
+            for m in modalities:
+                x = batch[m]
+                if transform is not None and m in transform:
+                    x = transform[m](x)
+                parts[m].append(model.encode(x.to(device, non_blocking=True), m).float().cpu())
+    return Features({m: torch.cat(v) for m, v in parts.items()}, failed)
+
+
+def heads_log_probs(loaded: LoadedRun, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Log-probabilities ``(H, N, K)`` of each modality's heads applied to pooled features."""
+    model, out = loaded.model, {}
+    model.eval()
+    with torch.no_grad():
+        for m, z in features.items():
+            head = model.heads[m]
+            out[m] = torch.cat(
+                [
+                    torch.log_softmax(head(z[i : i + _CHUNK].to(loaded.device)).float(), -1).cpu()
+                    for i in range(0, z.shape[0], _CHUNK)
+                ],
+                1,
+            )
+    return out
+
+
+def predict(log_probs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels ``(H, N)`` and confidences: argmax and probability under ``softmax`` of the mean
+    of the modalities' log-probabilities (eq. 6; no optimal transport, any videos)."""
+    mean = torch.stack(list(log_probs.values())).mean(0).log_softmax(-1)
+    conf, labels = mean.max(-1)
+    return labels, conf.exp()

@@ -1,0 +1,269 @@
+"""``otcluster-video train``: SeLaVi on a folder of videos (or a manifest) into a run folder.
+
+The recipe's part is small: write ``config.toml`` and the manifest, build the dataset and the
+encoders, and hand them to :class:`otcluster.SelfLabelTrainer`, whose ``fit`` does the rest
+(alignment, clusterings with :class:`otcluster.SinkhornLabeler`, SGD epochs, checkpoints).
+Every record of the trainer (alignment, each clustering, each epoch) goes to ``train.log`` and
+is appended to ``history.jsonl`` as it happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from otcluster import SelfLabelTrainer
+from otcluster._checkpoint import load_checkpoint
+
+from .._build import build_encoders, trainer_config
+from .._preset import load_preset
+from .._probe import load_manifest
+from .._run import (
+    RunPaths,
+    barrier,
+    config_changes,
+    ground_truth,
+    rank_world,
+    resolve_manifest,
+    save_run_config,
+    write_text,
+)
+from ..dataset import AVDataset
+
+__all__ = ["train"]
+
+logger = logging.getLogger("otcluster_video")
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    """One log line for a trainer record."""
+    event = record.get("event", "?")
+    if event == "epoch":
+        return f"epoch {record['epoch']}: loss {record['loss']:.4f}, lr {record['lr']:.4g}"
+    if event == "clustering":
+        parts = [f"clustering at step {record.get('step', '?')}"]
+        for key in ("seconds", "n_iter", "changed", "nmi"):
+            if key in record and isinstance(record[key], (int, float)):
+                parts.append(f"{key} {record[key]:.4g}")
+        return ", ".join(parts)
+    return f"{event}: " + json.dumps({k: v for k, v in record.items() if k != "event"})[:300]
+
+
+class _History:
+    """Appends each trainer record to ``history.jsonl`` (flushed) and logs it, as it happens."""
+
+    def __init__(self, path: Path, earlier: list[dict]) -> None:
+        self.path = path
+        # the history of the checkpoint resumed from: drops records of an epoch that was lost
+        write_text(path, "".join(json.dumps(r) + "\n" for r in earlier))
+        self.n_written = len(earlier)
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(dict(record)) + "\n")
+        self.n_written += 1
+        logger.info("%s", _describe(record))
+
+
+def _resumed_history(paths: RunPaths) -> list[dict]:
+    if not paths.has_checkpoint():
+        return []
+    state = load_checkpoint(paths.checkpoint, fallback=paths.previous_checkpoint)
+    return list(state.get("history", []))
+
+
+def _start_log(paths: RunPaths) -> tuple[logging.Handler, int]:
+    handler = logging.FileHandler(paths.log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler, level
+
+
+def _prepare_run(paths: RunPaths, data: Any, config: Any, resuming: bool, progress: bool) -> None:
+    """First rank: the run folder's configuration and manifest."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_run_config(paths, config)
+    if resuming and paths.manifest.is_file():
+        if data is not None:
+            logger.info("resuming %s: using its manifest, not %s", paths.root, data)
+    elif data is None:
+        raise ValueError("--data is required to start a run")
+    else:
+        manifest, report = resolve_manifest(data, paths.manifest, config, progress)
+        if report is not None:
+            if progress:
+                print(f"prepare: {report.summary()}", flush=True)
+        elif manifest.resolve() != paths.manifest.resolve():
+            write_text(paths.manifest, manifest.read_text())
+
+
+def train(
+    data: str | Path | None,
+    out: str | Path,
+    *,
+    preset: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    process_group: Any = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Train SeLaVi on a folder of videos (or a manifest) into the run folder ``out``.
+
+    If ``out`` already holds a checkpoint and ``resume`` is true, training continues from it,
+    with the run's own manifest and configuration (``training.epochs`` may be raised to train
+    longer; any other change is refused). A finished run returns at once.
+
+    Parameters
+    ----------
+    data : str, Path or None
+        Folder of videos, source CSV (``path``, ``label``) or manifest. May be ``None`` when
+        resuming a run that has a manifest.
+    out : str or Path
+        Run folder.
+    preset : str, Path or None
+        Bundled preset name (``"cpu"``, ``"paper"``) or a TOML file. ``None``: the run's own
+        ``config.toml`` when resuming, else ``"cpu"``.
+    overrides : mapping, optional
+        Dotted keys replacing preset values, e.g. ``{"training.epochs": 5}``.
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    process_group : torch.distributed ProcessGroup, optional
+        Distributed training: every process calls this with the same arguments (the command
+        line sets it up under ``torchrun``). The first rank writes the run folder.
+    resume : bool
+        Continue from ``out/checkpoints/last.pt`` when it exists.
+    progress : bool
+        Progress bars (first rank only).
+
+    Returns
+    -------
+    list of dict
+        The trainer's history (also in ``out/history.jsonl``, appended as training goes, and
+        one line per record in ``out/train.log``).
+    """
+    paths = RunPaths(Path(out))
+    rank, world = rank_world(process_group)
+    resuming = resume and paths.has_checkpoint()
+    if preset is None:
+        preset = paths.config if resume and paths.config.is_file() else "cpu"
+    config = load_preset(preset, overrides)
+    if resuming:
+        changes = config_changes(load_preset(paths.config), config)
+        if changes:
+            raise ValueError(
+                f"{paths.root} was trained with another configuration (differences in "
+                f"{', '.join(changes)}); use a new --out folder, or resume without changing "
+                f"these keys (only training.epochs may change)"
+            )
+    handler = None
+    try:
+        if rank == 0:
+            _prepare_run(paths, data, config, resuming, progress)
+            handler, level = _start_log(paths)
+        barrier(process_group)
+        return _fit(paths, device, process_group, resume, resuming, progress and rank == 0)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+            logger.setLevel(level)
+
+
+def _fit(paths: RunPaths, device: Any, process_group: Any, resume: bool, resuming: bool,
+         progress: bool) -> list[dict]:
+    rank, world = rank_world(process_group)
+    config = load_preset(paths.config)
+    videos = load_manifest(paths.manifest)
+    dataset = AVDataset(videos, config, train=True)
+    tcfg = trainer_config(
+        config,
+        checkpoint_dir=paths.checkpoints,
+        world_size=world,
+        cuda=torch.device(device).type == "cuda",
+        progress=progress,
+    )
+    trainer = SelfLabelTrainer(
+        build_encoders(config),
+        dataset,
+        tcfg,
+        device=device,
+        process_group=process_group,
+        ground_truth=ground_truth(videos, None),
+    )
+    if resuming and progress:
+        print(f"resuming from {paths.checkpoint}", flush=True)
+    logger.info("%s %s: %d videos, device %s, %d process(es)",
+                "resuming" if resuming else "training", paths.root, len(videos), device, world)
+    history_file = None
+    if rank == 0:
+        history_file = _History(paths.history, _resumed_history(paths) if resuming else [])
+    if "on_record" in inspect.signature(trainer.fit).parameters:
+        history = trainer.fit(resume=resume, on_record=history_file)
+    else:  # an otcluster without the callback: the whole history at the end
+        history = trainer.fit(resume=resume)
+        if history_file is not None:
+            for record in history[history_file.n_written :]:
+                history_file(record)
+    if rank == 0:
+        write_text(paths.history, "".join(json.dumps(h) + "\n" for h in history))
+        if dataset.decode_failures:
+            logger.warning(
+                "%d videos failed to decode during training; a neighbour's clip stood in",
+                len(dataset.decode_failures),
+            )
+    return history
+
+
+def cli(args: argparse.Namespace) -> None:
+    from ..cli import init_distributed, overrides
+
+    group, device = init_distributed(args.device)
+    rank = 0
+    if group is not None:
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+    t0 = time.perf_counter()
+    try:
+        history = train(
+            args.data,
+            args.out,
+            preset=args.preset,
+            overrides=overrides(args),
+            device=device,
+            process_group=group,
+            resume=not args.no_resume,
+            progress=not args.quiet and rank == 0,
+        )
+    finally:
+        if group is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank == 0:
+        clusterings = [h for h in history if h.get("event") == "clustering"]
+        epochs = [h for h in history if h.get("event") == "epoch"]
+        last = clusterings[-1] if clusterings else {}
+        msg = (
+            f"trained {len(epochs)} epochs, {len(clusterings)} clusterings in "
+            f"{time.perf_counter() - t0:.0f} s (this call)"
+        )
+        if epochs:
+            msg += f"; last loss {epochs[-1]['loss']:.3f}"
+        if "nmi" in last:
+            msg += f"; last clustering NMI to the folder labels (head 0) {100 * last['nmi']:.1f}"
+        print(msg)
+        print(f"run folder: {args.out} (checkpoint: {RunPaths(Path(args.out)).checkpoint})")
