@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(importlib.import_module(module, __name__), name)
     except ModuleNotFoundError as err:
-        if err.name not in _EXTRAS:
+        if (err.name or "").partition(".")[0] not in _EXTRAS:
             raise
         raise ImportError(
             f"otcluster_video needs {err.name!r}, one of the video extras: "

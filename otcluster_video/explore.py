@@ -279,7 +279,13 @@ def write_explorer(
     if max_members < 1 or thumb_size < 8 or n_thumb_frames < 1:
         raise ValueError("need max_members >= 1, thumb_size >= 8 and n_thumb_frames >= 1")
     out_html = Path(out_html)
-    import matplotlib.image as plt_image  # lazy: keeps `import otcluster_video` light
+    try:
+        import matplotlib.image as plt_image  # lazy: keeps `import otcluster_video` light
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"write_explorer needs {err.name!r}, one of the video extras: "
+            "pip install 'otcluster[video]'"
+        ) from err
 
     pairs = _read_items(items, confidence)
     assets = out_html.parent / f"{out_html.stem}_files"
