@@ -173,7 +173,9 @@ def _resolve_prior(tree: dict[str, Any], base: Path, source: str) -> None:
     else:
         return  # a name (checked by TrainingConfig) or a wrong type (checked by _coerce)
     total = sum(values)
-    table["prior"] = [v / total for v in values] if total > 0 else values
+    if total > 0 and abs(total - 1.0) > 1e-9:  # shares already summing to 1 are kept exactly
+        values = [v / total for v in values]  # (a run's config.toml reads back equal)
+    table["prior"] = values
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -84,6 +84,7 @@ def run_demo(
         ``paths``.
     """
     from . import recipe
+    from ._run import RunPaths
     from .synth import make_synthetic_dataset
 
     out = Path(out)
@@ -98,7 +99,12 @@ def run_demo(
 
     t = _step("1/6 synthetic dataset")
     stamp = data_dir / "demo-data.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == data_cfg:
+    reuse_data = stamp.is_file() and json.loads(stamp.read_text()) == data_cfg
+    if not reuse_data and RunPaths(run_dir).is_run():
+        raise ValueError(
+            f"{run_dir} holds a run trained on other demo data: use --fresh (or another --out)"
+        )
+    if reuse_data:
         print(f"reusing {data_dir}")
     else:
         if data_dir.exists():
@@ -112,12 +118,17 @@ def run_demo(
     seconds["synth"] = time.perf_counter() - t
 
     t = _step("2/6 prepare")
-    report = recipe.prepare(data_dir, run_dir, preset="cpu", overrides=over, progress=progress)
-    print(f"prepare: {report.summary()}")
+    manifest = RunPaths(run_dir).manifest
+    if RunPaths(run_dir).is_run() and manifest.is_file():  # the run's data: never re-prepared
+        print(f"reusing {manifest} (the data of the run in {run_dir})")
+    else:
+        report = recipe.prepare(data_dir, run_dir, preset="cpu", overrides=over, progress=progress)
+        print(f"prepare: {report.summary()}")
+        manifest = report.manifest
     seconds["prepare"] = time.perf_counter() - t
 
     t = _step("3/6 train (cpu preset)")
-    recipe.train(report.manifest, run_dir, preset="cpu", overrides=over, device="cpu", progress=progress)
+    recipe.train(manifest, run_dir, preset="cpu", overrides=over, device="cpu", progress=progress)
     seconds["train"] = time.perf_counter() - t
 
     t = _step("4/6 label")

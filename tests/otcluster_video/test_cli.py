@@ -135,3 +135,58 @@ def test_prepare_empty_folder_reports_zero(tmp_path, capsys):
     assert status == 0
     assert "0 usable videos; skipped 0" in out
     assert (tmp_path / "run" / "manifest.csv").is_file()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("otcluster-video ")
+
+
+def test_help_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from otcluster_video import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "try:\n"
+        "    cli.main(['train', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('torch', 'av', 'torchaudio', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY []" in res.stdout
+
+
+def test_debug_shows_the_traceback_the_one_line_error_hides(tmp_path, capsys):
+    argv = ["label", "--run", str(tmp_path), "--device", "cpu"]
+    status, _, err = _run(argv, capsys)
+    assert status == 2 and "Traceback" not in err and "--debug" in err
+    for debug_first in (True, False):
+        args = ["--debug", *argv] if debug_first else [*argv, "--debug"]
+        status, _, err = _run(args, capsys)
+        assert status == 2
+        assert "Traceback (most recent call last)" in err and "not a run folder" in err
+
+
+def test_verbose_and_quiet_before_or_after_the_command():
+    parser = cli.build_parser()
+    for argv in (["-v", "label", "--run", "R"], ["label", "--run", "R", "--verbose"]):
+        args = parser.parse_args(argv)
+        assert args.verbose and not args.quiet and not args.debug
+    for argv in (["--quiet", "label", "--run", "R"], ["label", "--run", "R", "-q"]):
+        assert parser.parse_args(argv).quiet
+
+
+def test_no_parser_function_is_long():
+    import inspect
+
+    for name, fn in inspect.getmembers(cli, inspect.isfunction):
+        if fn.__module__ == cli.__name__:
+            assert len(inspect.getsource(fn).splitlines()) <= 60, name

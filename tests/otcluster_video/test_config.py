@@ -71,3 +71,133 @@ def test_unknown_preset_lists_the_bundled_ones():
         load_preset("gpu")
     with pytest.raises(FileNotFoundError):
         load_preset("/nonexistent/x.toml")
+
+
+# -- one vocabulary with the core (issue 11 item 4) and every core prior (issue 10 item 4) ----
+
+
+def test_sections_use_the_core_field_names():
+    from otcluster import HeadConfig, TrainerConfig
+    from otcluster_video._build import trainer_config
+
+    cfg = load_preset("cpu", {"training.prior": "uniform", "training.align": "greedy"})
+    core = {f.name for f in dataclasses.fields(TrainerConfig)}
+    heads = {f.name for f in dataclasses.fields(HeadConfig)}
+    assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core
+    assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core
+    assert {f.name for f in dataclasses.fields(cfg.training)} - core <= {"zipf_exponent"}
+    t = trainer_config(cfg, world_size=2)
+    assert (t.heads.hidden_dim, t.heads.n_clusters, t.head_groups) == (128, 6, 1)
+    assert (t.prior, t.prior_sigma, t.align, t.schedule_power) == ("uniform", 0.1, "greedy", 1.5)
+    assert t.lr == pytest.approx(2 * cfg.training.lr)
+    assert trainer_config(load_preset("cpu", {"training.align": "none"})).align is None
+
+
+@pytest.mark.parametrize(
+    "old, value, new, expected",
+    [
+        ("heads.hidden", 16, "heads.hidden_dim", 16),
+        ("heads.groups", 2, "heads.head_groups", 2),
+        ("training.prior_std", 0.2, "training.prior_sigma", 0.2),
+        ("training.align_init", False, "training.align", "none"),
+        ("training.align_init", True, "training.align", "exact"),
+        ("clustering.power", 2.0, "clustering.schedule_power", 2.0),
+        ("training.prior", "gauss", "training.prior", "gaussian"),
+    ],
+)
+def test_old_keys_are_read_with_a_warning_naming_the_new_key(tmp_path, old, value, new, expected):
+    section, key = old.split(".")
+    text = f"[{section}]\n{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}\n"
+    path = tmp_path / "old.toml"
+    path.write_text(text.replace("'", '"'))
+    with pytest.warns(DeprecationWarning, match=new.split(".")[1] if "prior" != key else "gaussian"):
+        cfg = load_preset(path)
+    got = getattr(getattr(cfg, new.split(".")[0]), new.split(".")[1])
+    assert got == expected
+    with pytest.warns(DeprecationWarning):
+        assert load_preset("cpu", {old: value}) == load_preset("cpu", {new: expected})
+
+
+def test_an_old_run_config_reads_back_equal_to_the_new_one(tmp_path):
+    from otcluster_video._preset import config_to_toml
+
+    new = load_preset("paper")
+    old_text = (
+        config_to_toml(new)
+        .replace("hidden_dim =", "hidden =")
+        .replace("head_groups =", "groups =")
+        .replace('prior = "gaussian"', 'prior = "gauss"')
+        .replace("prior_sigma =", "prior_std =")
+        .replace('align = "exact"', "align_init = true")
+        .replace("schedule_power =", "power =")
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(old_text)
+    with pytest.warns(DeprecationWarning):
+        assert dataclasses.replace(load_preset(path), name="paper") == new
+
+
+def test_old_and_new_name_together_is_an_error():
+    with pytest.raises(ValueError, match="both heads.hidden .* and heads.hidden_dim"):
+        load_preset("cpu", {"heads.hidden": 8, "heads.hidden_dim": 16})
+
+
+def test_old_attribute_names_still_read_with_a_warning():
+    cfg = load_preset("paper")
+    with pytest.warns(DeprecationWarning, match="heads.head_groups"):
+        assert cfg.heads.groups == 2
+    with pytest.warns(DeprecationWarning, match="clustering.schedule_power"):
+        assert cfg.clustering.power == 1.5
+    with pytest.warns(DeprecationWarning, match="training.align"):
+        assert cfg.training.align_init is True
+
+
+@pytest.mark.parametrize("prior", ["uniform", "gaussian", "zipf"])
+def test_named_priors(prior):
+    assert load_preset("cpu", {"training.prior": prior}).training.prior == prior
+
+
+def test_prior_vector_is_normalised_and_checked():
+    cfg = load_preset("cpu", {"training.prior": [4, 2, 1, 1, 1, 1]})
+    assert cfg.training.prior == pytest.approx((0.4, 0.2, 0.1, 0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match="training.prior has 3 values but heads.n_clusters = 6"):
+        load_preset("cpu", {"training.prior": [1, 1, 1]})
+    with pytest.raises(ValueError, match="training.prior must be"):
+        load_preset("cpu", {"training.prior": [1, -1, 1, 1, 1, 1]})
+    with pytest.raises(ValueError, match="training.prior must be one of"):
+        load_preset("cpu", {"training.prior": "gauss-ish"})
+
+
+def test_prior_from_a_file_relative_to_the_preset(tmp_path):
+    (tmp_path / "sizes.txt").write_text("# cluster sizes\n60, 30\n20 10\n10\n10\n")
+    path = tmp_path / "mine.toml"
+    path.write_text('[heads]\nn_clusters = 6\n[training]\nprior = "file:sizes.txt"\n')
+    cfg = load_preset(path)
+    assert cfg.training.prior == pytest.approx(tuple(v / 140 for v in (60, 30, 20, 10, 10, 10)))
+    # the run's config.toml holds the vector itself: it reads back equal anywhere
+    from otcluster_video._preset import config_to_toml
+
+    (tmp_path / "elsewhere").mkdir()
+    copy = tmp_path / "elsewhere" / "config.toml"
+    copy.write_text(config_to_toml(cfg))
+    assert load_preset(copy).training.prior == cfg.training.prior
+    path.write_text('[heads]\nn_clusters = 6\n[training]\nprior = "file:nope.txt"\n')
+    with pytest.raises(ValueError, match="prior file .*nope.txt does not exist"):
+        load_preset(path)
+    (tmp_path / "bad.txt").write_text("1 2 x\n")
+    path.write_text('[training]\nprior = "file:bad.txt"\n')
+    with pytest.raises(ValueError, match="bad.txt"):
+        load_preset(path)
+
+
+def test_zipf_exponent_reaches_the_trainer_or_is_refused():
+    from otcluster import TrainerConfig
+    from otcluster_video._build import trainer_config
+
+    cfg = load_preset("cpu", {"training.prior": "zipf", "training.zipf_exponent": 2.0})
+    if "zipf_exponent" in {f.name for f in dataclasses.fields(TrainerConfig)}:
+        assert trainer_config(cfg).zipf_exponent == 2.0
+    else:
+        with pytest.raises(ValueError, match="zipf_exponent"):
+            trainer_config(cfg)
+    assert trainer_config(load_preset("cpu", {"training.prior": "zipf"})).prior == "zipf"

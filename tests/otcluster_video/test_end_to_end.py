@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,17 @@ def run(workspace):
     killed_at = int(state["epoch"])
     assert 1 <= killed_at < EPOCHS, "training was not interrupted before its end"
     assert proc.returncode == -signal.SIGKILL
+    # history.jsonl and train.log grew as training went (not written at the end)
+    seen = []
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        try:
+            seen.append(json.loads(line))
+        except json.JSONDecodeError:  # the line being written when the process was killed
+            pass
+    assert killed_at in [h["epoch"] for h in seen if h["event"] == "epoch"]
+    assert any(h["event"] == "clustering" for h in seen)
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 1: loss" in log and "clustering at step" in log
 
     res = _cli(*args[:-1])  # with progress output, to see the resume message
     assert res.returncode == 0, res.stderr
@@ -191,6 +203,20 @@ def test_label_new_videos(run, workspace):
         rows = list(csv.DictReader(f))
     assert len(rows) == 3  # the broken file is skipped by prepare
     assert all(r["label"] != "" for r in rows)
+
+
+def test_label_escapes_spreadsheet_formulas_in_folder_names(run, workspace):
+    videos = sorted(p for p in (workspace / "videos").rglob("*.mp4") if not p.name.startswith("broken"))
+    new = workspace / "formula_videos"
+    for name, video in zip(("@SUM(1+1)", "=cmd"), videos):
+        (new / name).mkdir(parents=True)
+        shutil.copy(video, new / name / video.name)
+    out = workspace / "formula_labels.csv"
+    argv = ["label", "--run", str(run), "--data", str(new), "--out", str(out), "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    with open(out, newline="") as f:
+        given = sorted(r["given_label"] for r in csv.DictReader(f))
+    assert given == ["'=cmd", "'@SUM(1+1)"]
 
 
 def test_evaluate_table(run, capsys):
