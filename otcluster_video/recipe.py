@@ -20,7 +20,7 @@ from typing import Any
 from ._build import build_encoders, trainer_config
 from ._preset import config_to_toml
 from ._run import RunPaths, load_run_config
-from ._run import config_changes as _config_changes
+from ._run import config_changes as _config_changes  # noqa: F401 - the old private name
 from .commands.evaluate import degrade, evaluate
 from .commands.explore import explore
 from .commands.label import label

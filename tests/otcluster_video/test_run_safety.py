@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from otcluster_video import AVDataset, DecodeError, load_manifest, load_preset, prepare, read_clip
-from otcluster_video import cli
+from otcluster_video import AVDataset, DecodeError, cli, load_manifest, load_preset, prepare, read_clip
 from otcluster_video._preset import config_to_toml
 from otcluster_video._probe import file_problem
 from otcluster_video._run import csv_cell
