@@ -16,6 +16,7 @@ __all__ = [
     "cluster_shard",
     "epoch_shard",
     "all_reduce_sum",
+    "all_reduce_max",
     "broadcast_from_first",
     "gather_labels",
     "all_gather_objects",
@@ -79,13 +80,27 @@ def epoch_shard(n: int, epoch: int, seed: int, rank: int, world_size: int, *,
 
 
 def all_reduce_sum(t: torch.Tensor, group: Any) -> torch.Tensor:
-    """Sum ``t`` over the ranks of ``group`` (returns a new tensor on ``t``'s device)."""
+    """Sum ``t`` over the ranks of ``group`` (the project's one all-reduce).
+
+    Returns a new tensor on ``t``'s device (``t`` itself without a group); ``t`` is not
+    modified. The collective runs on the CPU for ``gloo`` and on the current CUDA device for
+    ``nccl``, wherever ``t`` lives.
+    """
+    return _all_reduce(t, group, "sum")
+
+
+def all_reduce_max(t: torch.Tensor, group: Any) -> torch.Tensor:
+    """Element-wise maximum of ``t`` over the ranks of ``group`` (as :func:`all_reduce_sum`)."""
+    return _all_reduce(t, group, "max")
+
+
+def _all_reduce(t: torch.Tensor, group: Any, op: str) -> torch.Tensor:
     if group is None:
         return t
     import torch.distributed as dist
 
     buf = t.detach().to(_comm_device(group)).clone()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=group)
     return buf.to(t.device)
 
 

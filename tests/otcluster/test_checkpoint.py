@@ -16,9 +16,15 @@ import pytest
 import torch
 from selflabel_data import Blobs, encoders, single_threaded
 
-from otcluster._checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from otcluster._heads import HeadConfig
-from otcluster import SelfLabelTrainer, TrainerConfig
+from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig
+from otcluster._checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -83,6 +89,80 @@ def test_rng_states_roundtrip_through_a_file(tmp_path):
     assert draw() == first
 
 
+# -- unreadable files: one line naming the file, the previous checkpoint as fallback -----------
+
+def _unreadable(kind, path):
+    good = save_checkpoint({"t": torch.arange(1000)}, path.with_name("good.pt")).read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "corrupt bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "pickled object":
+        torch.save({"f": Path("x")}, path)  # torch.save of a non-weights object
+    elif kind == "plain pickle":
+        import pickle
+
+        path.write_bytes(pickle.dumps({"f": Path("x")}))
+    elif kind == "not a dict":
+        torch.save([torch.zeros(2)], path)
+    return path
+
+
+KINDS = ["empty", "truncated", "corrupt bytes", "pickled object", "plain pickle", "not a dict"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unreadable_checkpoint_gives_one_line_naming_the_file(kind, tmp_path):
+    path = _unreadable(kind, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)  # the CLI prints ValueErrors as one line
+    assert "\n" not in msg and str(path) in msg and "delete it" in msg
+    for raw in ("PytorchStreamReader", "weights_only=False", "EOFError", "miniz"):
+        assert raw not in msg
+    err = info.value  # no chained torch traceback behind the line
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickled object"])
+def test_unreadable_checkpoint_falls_back_to_the_previous_one(kind, tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"v": 1}, path)
+    save_checkpoint({"v": 2}, path, previous=tmp_path / "previous.pt")
+    assert load_checkpoint(tmp_path / "previous.pt") == {"v": 1}
+    _unreadable(kind, path)
+    with pytest.warns(UserWarning, match=r"last\.pt.*loaded the previous checkpoint .*previous\.pt"):
+        assert load_checkpoint(path, fallback=tmp_path / "previous.pt") == {"v": 1}
+    path.unlink()
+    with pytest.warns(UserWarning, match="no checkpoint at"):
+        assert load_checkpoint(path, fallback=tmp_path / "previous.pt") == {"v": 1}
+    _unreadable("empty", tmp_path / "previous.pt")  # both bad: the error names the fallback
+    with pytest.raises(CheckpointError, match="previous.pt is empty"):
+        load_checkpoint(path, fallback=tmp_path / "previous.pt")
+
+
+def test_a_damaged_checkpoint_never_replaces_the_previous_one(tmp_path):
+    path, previous = tmp_path / "last.pt", tmp_path / "previous.pt"
+    save_checkpoint({"v": 1}, path)
+    save_checkpoint({"v": 2}, path, previous=previous)
+    _unreadable("truncated", path)
+    save_checkpoint({"v": 3}, path, previous=previous)
+    assert load_checkpoint(previous) == {"v": 1} and load_checkpoint(path) == {"v": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.pt", "last.pt", "previous.pt"]
+
+
+def test_checkpoint_name_is_spelled_once():
+    import otcluster
+
+    root = Path(otcluster.__file__).parent
+    spelled = [p.relative_to(root).as_posix() for p in root.rglob("*.py")
+               if '"last.pt"' in p.read_text()]
+    assert spelled == ["_checkpoint.py"] and CHECKPOINT_NAME == "last.pt"
+
+
 # -- resuming training -------------------------------------------------------------------------
 
 def _config(ckpt_dir, epochs=4):
@@ -128,6 +208,33 @@ def test_resume_in_process_gives_the_uninterrupted_labels(tmp_path):
     assert len(again.fit()) == len(full.history_)  # a finished run only reloads
     with pytest.raises(ValueError, match="N=150 samples, the dataset has 100"):
         SelfLabelTrainer(encoders(), Blobs(n=100), _config(tmp_path / "resumed")).fit()
+
+
+def test_training_resumes_from_the_previous_checkpoint_when_the_last_is_damaged(tmp_path):
+    data = Blobs(n=150, k=4)
+    cfg = _config(tmp_path, epochs=3)
+    full = SelfLabelTrainer(encoders(seed=5), data, cfg)
+    records = []
+    full.fit(on_record=records.append)
+    assert records == full.history_  # every record handed over as it was appended
+    previous = load_checkpoint(tmp_path / "previous.pt")
+    assert previous["epoch"] == 2
+    done = len(previous["history"])
+    _unreadable("truncated", tmp_path / "last.pt")
+    resumed = SelfLabelTrainer(encoders(seed=99), data, cfg)
+    seen = []
+    with pytest.warns(UserWarning, match="last.pt is damaged.*loaded the previous checkpoint"):
+        resumed.fit(on_record=seen.append)
+    assert torch.equal(resumed.labels_, full.labels_)
+    # only what the third epoch added is handed over again
+    assert [r["event"] for r in seen] == [r["event"] for r in full.history_[done:]]
+    assert seen and seen[-2]["event"] == "epoch" and seen[-2]["epoch"] == 3
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+    (tmp_path / "previous.pt").unlink()
+    _unreadable("corrupt bytes", tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last\.pt is not a checkpoint.*delete it"):
+        SelfLabelTrainer(encoders(seed=5), data, cfg).fit()
 
 
 SCRIPT = textwrap.dedent("""

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from selflabel_data import Blobs, encoders, single_threaded
 
+from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig
 from otcluster._distributed import (
     all_reduce_sum,
     broadcast_from_first,
@@ -19,10 +20,8 @@ from otcluster._distributed import (
     gather_labels,
     group_rank_size,
 )
-from otcluster._heads import HeadConfig
 from otcluster._priors import make_prior
 from otcluster._sinkhorn import sinkhorn, sinkhorn_features
-from otcluster import SelfLabelTrainer, TrainerConfig
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")

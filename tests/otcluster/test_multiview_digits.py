@@ -25,9 +25,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 from torch import nn
 
-from otcluster._heads import HeadConfig
-from otcluster._metrics import nmi_score
-from otcluster import SelfLabelTrainer, TrainerConfig
+from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig, nmi_score
 
 SEED = 0
 

@@ -10,11 +10,16 @@ import torch
 from selflabel_data import Blobs, encoders, single_threaded
 from torch import nn
 
-from otcluster._align import permute_linear_
-from otcluster._heads import HeadConfig, MultiHead
+from otcluster import (
+    HeadConfig,
+    MultiHead,
+    SelfLabelModel,
+    SelfLabelTrainer,
+    TrainerConfig,
+    permute_linear_,
+)
 from otcluster._sinkhorn import ConvergenceWarning, SinkhornResult
 from otcluster._train import clustering
-from otcluster import SelfLabelTrainer, TrainerConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -382,3 +387,29 @@ def test_extract_and_predict_are_in_index_order():
     assert list(trainer.extract(test, modalities=["b"])) == ["b"]
     with pytest.raises(ValueError, match="unknown modalities"):
         trainer.extract(test, modalities=["video"])
+
+
+def test_inference_from_a_checkpoint_without_a_trainer(tmp_path):
+    """SelfLabelModel.from_checkpoint + predict: no optimiser, no training dataset."""
+    n = 120
+    trainer = SelfLabelTrainer(encoders(), Blobs(n=n, k=4), config(epochs=2,
+                                                                   checkpoint_dir=str(tmp_path)))
+    trainer.fit()
+    test = Blobs(n=n, k=4, augment=0.0, index_of=lambda i: n - 1 - i)
+    model = SelfLabelModel.from_checkpoint(tmp_path, encoders(seed=7))  # the folder: its last.pt
+    assert not model.training and model.modalities == ["a", "b"]
+    labels, conf = model.predict(test, batch_size=7)
+    want_labels, want_conf = trainer.predict(test)
+    assert torch.equal(labels, want_labels)
+    torch.testing.assert_close(conf, want_conf)
+    feats = model.extract(test)
+    torch.testing.assert_close(feats["b"], trainer.extract(test)["b"])
+    lp = model.log_probs_from_features(feats)
+    torch.testing.assert_close(lp["a"], trainer.predict_log_probs(test)["a"])
+    torch.testing.assert_close(model.mean_log_probs(feats), (lp["a"] + lp["b"]) / 2)
+
+    only_b = SelfLabelModel.from_checkpoint(tmp_path / "last.pt", {"b": encoders()["b"]})
+    assert only_b.modalities == ["b"]
+    assert torch.equal(only_b.predict(test)[0], trainer.predict(test, modalities="b")[0])
+    with pytest.raises(ValueError, match=r"encoders \['video'\] are not modalities"):
+        SelfLabelModel.from_checkpoint(tmp_path, {"video": encoders()["a"]})

@@ -1,0 +1,64 @@
+"""Tests of the one atomic write (otcluster._io) and the one thread limiter (otcluster._threads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from otcluster._io import atomic_open, atomic_torch_save, atomic_write_bytes, atomic_write_text
+from otcluster._threads import limit_threads
+
+
+def test_writes_text_bytes_and_torch_files(tmp_path):
+    assert atomic_write_text(tmp_path / "a" / "t.txt", "é\r\nx") == tmp_path / "a" / "t.txt"
+    assert (tmp_path / "a" / "t.txt").read_bytes() == "é\r\nx".encode()  # no newline translation
+    atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    atomic_torch_save({"x": torch.arange(3)}, tmp_path / "c.pt")
+    assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["x"], torch.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b.bin", "c.pt"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = atomic_write_text(tmp_path / "t.txt", "old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(path, "w") as f:
+        f.write("new, half written")
+        raise RuntimeError("boom")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+    with pytest.raises(ValueError, match="mode must be"):
+        with atomic_open(path, "a"):
+            pass
+
+
+def test_the_file_and_its_folder_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync file")
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("replace")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_bytes(tmp_path / "x", b"1")
+    if os.path.isdir("/proc/self/fd"):
+        assert events == ["fsync file", "replace", "fsync dir"]
+    else:  # pragma: no cover - no /proc: only the order of the calls is known
+        assert events[1] == "replace" and len(events) == 3
+
+
+def test_limit_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with limit_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive integer"):
+        with limit_threads(0):
+            pass
