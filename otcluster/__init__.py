@@ -14,6 +14,7 @@ from ._align import (
     permute_linear,
     permute_linear_,
 )
+from ._codes import CodesResult, sinkhorn_codes
 from ._heads import HeadConfig, MultiHead
 from ._kmeans import KMeansResult, kmeans_baseline
 from ._labeler import SinkhornLabeler, average_views, decorrelated_head_groups
@@ -46,6 +47,7 @@ def __getattr__(name: str):
 __all__ = [
     "AlignResult",
     "ClusterReport",
+    "CodesResult",
     "ConvergenceWarning",
     "HeadConfig",
     "KMeansResult",
@@ -74,6 +76,7 @@ __all__ = [
     "permute_linear_",
     "select_head",
     "sinkhorn",
+    "sinkhorn_codes",
     "sinkhorn_features",
     "sort_prior",
 ]
