@@ -122,3 +122,47 @@ def test_bench_quality_av_quick(tmp_path):
             assert 0.0 <= r["nmi"] <= 1.0 and 0.0 <= r["acc"] <= 1.0, (group, label)
     # the audio signatures are tones: even random-init features cluster them better than chance
     assert res["modalities_uniform"]["k-means, random-init features (audio)"]["nmi"] > 0.2
+
+
+def test_bench_startup_quick(tmp_path):
+    """The cold-start benchmark runs and prints its table and verdicts (timings are not asserted:
+    they depend on the machine and its load)."""
+    out = tmp_path / "startup.json"
+    proc = _run([str(BENCH / "bench_startup.py"), "--quick", "--json", str(out)], cwd=tmp_path)
+    for row in ("import torch", "import otcluster", "import otcluster_video", "--help"):
+        assert row in proc.stdout, proc.stdout
+    assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == 2
+    res = json.loads(out.read_text())
+    assert len(res["commands"]) == 5 and len(res["checks"]) == 2
+    for name, row in res["commands"].items():
+        assert "failed" not in row, (name, row)
+        assert _finite_nonneg(row["best_s"]) and row["best_s"] <= row["median_s"], name
+
+
+@pytest.mark.slow
+def test_bench_robustness_av_quick(tmp_path):
+    """One tiny world through the command line, single-stream SeLa and the supervised bound (1
+    epoch); a second run reuses the cached cells."""
+    args = [str(BENCH / "bench_robustness_av.py"), "--quick", "--out", str(tmp_path / "out"),
+            "--workdir", str(tmp_path / "work")]
+    _run(args, cwd=tmp_path)
+    res = json.loads((tmp_path / "out" / "robustness_av.json").read_text())
+    assert (tmp_path / "out" / "robustness_av.png").stat().st_size > 0
+    assert "## Targets of issue 10" in (tmp_path / "out" / "robustness_av.md").read_text()
+    assert res["split"] == {"tuning": [0], "held_out": [1]} and list(res["worlds"]) == ["shape"]
+    world = res["worlds"]["shape"]
+    assert {"both streams (labels.csv)", "video heads", "audio heads", "k-means, random init (both)",
+            "k-means, trained (both)", "SeLa on video only", "supervised, video", "supervised, audio",
+            "supervised, both"} <= world["methods"].keys()
+    for label, r in world["methods"].items():
+        if "skipped" in r:
+            assert label.startswith("SeLa on"), (label, r)
+            continue
+        assert len(r["nmi_all"]) == 1, label
+        assert 0.0 <= r["nmi"] <= 1.0 and 0.0 <= r["acc"] <= 1.0, label
+    assert len(world["targets"]) == 5 and world["diagnosis"]
+    assert sum(world["class_sizes"]) == 12  # 2 videos per class, 6 classes
+    cells = next((tmp_path / "work").rglob("cells.json"))
+    before = cells.stat().st_mtime_ns
+    _run(args, cwd=tmp_path)  # every cell cached: nothing is trained or rewritten
+    assert cells.stat().st_mtime_ns == before

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -304,3 +306,19 @@ def test_cuda_matches_cpu():
     before = layer(x).detach()
     permute_linear_(layer, gpu.permutation)
     torch.testing.assert_close(layer(x), before[:, gpu.permutation], **OUT_TOL)
+
+
+# --- import cost -------------------------------------------------------------------------------
+
+def test_import_otcluster_leaves_heavy_optional_modules_unimported():
+    """scipy.optimize (~0.3 s) is imported by the functions that use it, not by `import otcluster`
+    (issue 12: 0.8-1.1 s over torch); numba, sklearn and matplotlib likewise."""
+    code = ("import sys, otcluster, otcluster.metrics; "
+            "print(sorted(m for m in ('scipy.optimize', 'numba', 'sklearn', 'matplotlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
+    # and the lazy imports work where they are needed
+    p = softmax_probs(50, 3, 0)
+    assert align(p, p).cost == pytest.approx(0.0, abs=1e-9)
