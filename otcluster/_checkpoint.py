@@ -24,7 +24,7 @@ import torch
 from ._io import atomic_torch_save
 
 __all__ = ["CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CheckpointError", "save_checkpoint",
-           "load_checkpoint", "get_rng_state", "set_rng_state"]
+           "load_checkpoint", "get_rng_state", "set_rng_state", "seed_global_generators"]
 
 #: File name of the trainer's checkpoint in its ``checkpoint_dir`` (the one place it is spelled).
 CHECKPOINT_NAME = "last.pt"
@@ -167,6 +167,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
         warnings.warn(f"{err}; loaded the previous checkpoint {fb} instead", UserWarning,
                       stacklevel=2)
         return state
+
+
+def seed_global_generators(seed: int) -> None:
+    """Seed the torch, numpy and python global generators (what :func:`get_rng_state` saves)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global generator, on purpose
+    random.seed(seed)
 
 
 def get_rng_state() -> dict:

@@ -18,6 +18,7 @@ __all__ = [
     "all_reduce_sum",
     "all_reduce_max",
     "broadcast_from_first",
+    "broadcast_buffers",
     "gather_labels",
     "all_gather_objects",
 ]
@@ -113,6 +114,16 @@ def broadcast_from_first(t: torch.Tensor, group: Any) -> torch.Tensor:
     buf = t.detach().to(_comm_device(group)).clone()
     dist.broadcast(buf, src=dist.get_global_rank(group, 0), group=group)
     return buf.to(t.device)
+
+
+def broadcast_buffers(module: torch.nn.Module, group: Any) -> None:
+    """Give every rank the first rank's buffers of ``module`` (BatchNorm statistics), as DDP does
+    before each training forward: evaluation-mode passes and checkpoints then agree."""
+    if group is None:
+        return
+    with torch.no_grad():
+        for buf in module.buffers():
+            buf.copy_(broadcast_from_first(buf, group))
 
 
 def gather_labels(local_labels: torch.Tensor, local_index: torch.Tensor, n: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["clustering_steps", "LinearWarmup"]
+__all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup"]
 
 
 def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -> list[int]:
@@ -49,6 +49,21 @@ def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -
     # the paper's array is this one reversed; it is consumed from the end, i.e. in this order
     steps = np.floor(int(total_steps) * t + 1e-9).astype(np.int64)
     return sorted({int(s) for s in steps})
+
+
+def steps_per_epoch(n_samples: int, world_size: int, batch_size: int) -> int:
+    """Training steps per epoch of each rank (every rank gets ``ceil(N / W)`` positions).
+
+    A last batch of one sample is skipped (BatchNorm cannot train on it).
+
+    Examples
+    --------
+    >>> steps_per_epoch(100, 1, 32), steps_per_epoch(97, 1, 32), steps_per_epoch(1, 1, 32)
+    (4, 3, 1)
+    """
+    n_local = -(-n_samples // world_size)
+    singleton = 1 if n_local % batch_size == 1 and n_local > batch_size else 0
+    return -(-n_local // batch_size) - singleton
 
 
 class LinearWarmup:

@@ -16,7 +16,7 @@ from .._labeler import average_views
 from . import inference
 from .data import DataPasses
 
-__all__ = ["SelfLabelModel", "check_encoders"]
+__all__ = ["SelfLabelModel", "check_encoders", "for_training"]
 
 
 def check_encoders(encoders: Any) -> None:
@@ -173,6 +173,23 @@ class SelfLabelModel(nn.Module):
         :meth:`SelfLabelTrainer.predict`)."""
         passes = self._passes(batch_size, num_workers, collate_fn, device, show_progress)
         return inference.predict(self, passes, dataset, modalities)
+
+
+def for_training(model: SelfLabelModel, device: torch.device, group: Any,
+                 sync_batchnorm: bool) -> tuple[SelfLabelModel, nn.Module]:
+    """``(model, module the training steps call)``: the model itself, or with a process group
+    DDP over it (its BatchNorm layers first converted to SyncBatchNorm if asked)."""
+    if group is None:
+        return model, model
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm has "
+                             "no CPU implementation); set sync_batchnorm=False")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model, group)
+    ids = None
+    if device.type == "cuda":
+        ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    return model, nn.parallel.DistributedDataParallel(model, device_ids=ids, process_group=group)
 
 
 def _head_in_dim(weights: Mapping[str, torch.Tensor], modality: str) -> int:

@@ -13,35 +13,33 @@ The parts live beside this module: ``config`` (TrainerConfig), ``model`` (SelfLa
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from .._checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
+from .._checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, seed_global_generators
 from .._distributed import (
     all_reduce_sum,
-    broadcast_from_first,
+    broadcast_buffers,
     cluster_shard,
     epoch_shard,
     gather_labels,
     group_rank_size,
 )
-from .._heads import HeadConfig, MultiHead
+from .._heads import HeadConfig, MultiHead  # noqa: F401 - HeadConfig: the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
 from .._priors import make_prior, validate_prior
-from .._schedule import LinearWarmup, clustering_steps
+from .._schedule import LinearWarmup, clustering_steps, steps_per_epoch
 from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
 from .config import TrainerConfig
 from .data import DataPasses, feature_dims
-from .model import SelfLabelModel, check_encoders
+from .model import SelfLabelModel, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
 
 __all__ = ["SelfLabelTrainer"]
@@ -111,7 +109,6 @@ class SelfLabelTrainer:
     torch.Size([2, 64])
     """
 
-
     def __init__(
         self,
         encoders: Mapping[str, nn.Module],
@@ -155,15 +152,12 @@ class SelfLabelTrainer:
         self.passes = DataPasses(self.device, cfg.eval_batch_size or cfg.batch_size,
                                  cfg.num_workers, collate_fn, self._amp,
                                  cfg.show_progress and self.rank == 0)
-        self._train_module = self._wrap_distributed()
+        self.model, self._train_module = for_training(self.model, self.device, process_group,
+                                                      cfg.sync_batchnorm)
 
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        n_local = -(-N // self.world_size)
-        B = cfg.batch_size
-        # a last batch of one sample is skipped (BatchNorm cannot train on it)
-        singleton = 1 if n_local % B == 1 and n_local > B else 0
-        self.steps_per_epoch = -(-n_local // B) - singleton
+        self.steps_per_epoch = steps_per_epoch(N, self.world_size, cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LinearWarmup(cfg.warmup_epochs * self.steps_per_epoch))
@@ -192,22 +186,6 @@ class SelfLabelTrainer:
         self._aligned = False
         self._on_record: Callable[[dict], Any] | None = None
 
-    def _wrap_distributed(self) -> nn.Module:
-        """The module the training steps call: the model, or DDP over it (SyncBatchNorm first)."""
-        if self.process_group is None:
-            return self.model
-        if self.config.sync_batchnorm:
-            if self.device.type != "cuda":
-                raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm has "
-                                 "no CPU implementation); set sync_batchnorm=False")
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model, self.process_group)
-        ids = None
-        if self.device.type == "cuda":
-            ids = [self.device.index if self.device.index is not None
-                   else torch.cuda.current_device()]
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
-                                                   process_group=self.process_group)
-
     @property
     def n_solver_retries_(self) -> int:
         """Solves redone (float64, then without Anderson) since construction."""
@@ -220,19 +198,10 @@ class SelfLabelTrainer:
             self._on_record(rec)
 
     def _sync_buffers(self) -> None:
-        """Give every rank the first rank's buffers (BatchNorm statistics), as DDP does before
-        each training forward: the evaluation-mode passes and checkpoints then agree."""
-        if self.process_group is None:
-            return
-        with torch.no_grad():
-            for buf in self.model.buffers():
-                buf.copy_(broadcast_from_first(buf, self.process_group))
+        broadcast_buffers(self.model, self.process_group)
 
     def _seed_everything(self) -> None:
-        s = self.config.seed + self.rank
-        torch.manual_seed(s)
-        np.random.seed(s % 2**32)  # noqa: NPY002 - the global generator, on purpose
-        random.seed(s)
+        seed_global_generators(self.config.seed + self.rank)
 
     # -- alignment (eq. 7) and clustering ----------------------------------------------------
     def _align(self) -> None:
