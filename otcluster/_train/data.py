@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import default_collate as _default_collate
 from tqdm import tqdm
 
-__all__ = ["Collate", "DataPasses", "feature_dims", "same_index"]
+__all__ = ["Collate", "DataPasses", "dataset_size", "feature_dims", "same_index"]
 
 Fn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -146,6 +146,20 @@ def same_index(index: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
         raise ValueError("the dataset returned different 'index' values for the same positions "
                          "in two passes: 'index' must be a fixed property of each item")
     return idx
+
+
+def dataset_size(dataset: Any, world_size: int, n_clusters: int) -> int:
+    """N, checked: a map-style dataset with at least 2 samples per process and K <= N."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise TypeError("dataset must have a length (a map-style torch Dataset)") from None
+    if n < 2 * world_size:
+        raise ValueError(f"dataset has N={n} samples: need at least 2 per process "
+                         f"({world_size} processes)")
+    if n_clusters > n:
+        raise ValueError(f"n_clusters K={n_clusters} is more than the N={n} samples")
+    return n
 
 
 def feature_dims(encoders: Mapping[str, nn.Module], dataset: Any, collate_fn: Callable | None,

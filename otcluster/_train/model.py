@@ -14,9 +14,9 @@ from torch import nn
 from .._heads import HeadConfig, MultiHead
 from .._labeler import average_views
 from . import inference
-from .data import DataPasses
+from .data import DataPasses, feature_dims
 
-__all__ = ["SelfLabelModel", "check_encoders", "for_training"]
+__all__ = ["SelfLabelModel", "build_model", "check_encoders", "for_training"]
 
 
 def check_encoders(encoders: Any) -> None:
@@ -173,6 +173,21 @@ class SelfLabelModel(nn.Module):
         :meth:`SelfLabelTrainer.predict`)."""
         passes = self._passes(batch_size, num_workers, collate_fn, device, show_progress)
         return inference.predict(self, passes, dataset, modalities)
+
+
+def build_model(encoders: Mapping[str, nn.Module], head_config: HeadConfig, seed: int,
+                dataset: Any, collate_fn: Callable | None, device: torch.device
+                ) -> SelfLabelModel:
+    """Encoders + fresh heads (feature dimensions from ``encoder.feature_dim`` or a dry run on
+    ``dataset``), on ``device``."""
+    # the heads' initialisation depends on ``seed`` only, not on whatever ran before in this
+    # process (seen: the same recipe configuration gave NMI 0.86 and 0.99 depending on earlier
+    # runs in the process); the global generators are left as they were
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dims = feature_dims(encoders, dataset, collate_fn, device)
+        heads = {m: MultiHead(dims[m], head_config) for m in encoders}
+    return SelfLabelModel(encoders, heads).to(device)
 
 
 def for_training(model: SelfLabelModel, device: torch.device, group: Any,

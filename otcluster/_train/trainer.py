@@ -30,7 +30,7 @@ from .._distributed import (
     gather_labels,
     group_rank_size,
 )
-from .._heads import HeadConfig, MultiHead  # noqa: F401 - HeadConfig: the docstring example
+from .._heads import HeadConfig  # noqa: F401 - the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
 from .._priors import make_prior, validate_prior
 from .._schedule import LinearWarmup, clustering_steps, steps_per_epoch
@@ -38,8 +38,8 @@ from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
 from .config import TrainerConfig
-from .data import DataPasses, feature_dims
-from .model import SelfLabelModel, check_encoders, for_training
+from .data import DataPasses, dataset_size
+from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
 
 __all__ = ["SelfLabelTrainer"]
@@ -129,25 +129,10 @@ class SelfLabelTrainer:
         self.rank, self.world_size = group_rank_size(process_group)
         self.modalities = list(encoders)
         H, K = cfg.heads.n_heads, cfg.heads.n_clusters
-        try:
-            self.n_samples = N = len(dataset)
-        except TypeError:
-            raise TypeError("dataset must have a length (a map-style torch Dataset)") from None
-        if N < 2 * self.world_size:
-            raise ValueError(f"dataset has N={N} samples: need at least 2 per process "
-                             f"({self.world_size} processes)")
-        if K > N:
-            raise ValueError(f"n_clusters K={K} is more than the N={N} samples")
+        self.n_samples = N = dataset_size(dataset, self.world_size, K)
         self.ground_truth = check_ground_truth(ground_truth, N)
 
-        # the heads' initialisation depends on ``cfg.seed`` only, not on whatever ran before in
-        # this process (seen: the same recipe configuration gave NMI 0.86 and 0.99 depending on
-        # earlier runs in the process); the global generators are left as they were
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            dims = feature_dims(encoders, dataset, collate_fn, self.device)
-            heads = {m: MultiHead(dims[m], cfg.heads) for m in self.modalities}
-        self.model = SelfLabelModel(encoders, heads).to(self.device)
+        self.model = build_model(encoders, cfg.heads, cfg.seed, dataset, collate_fn, self.device)
         self._amp = bool(cfg.amp and self.device.type == "cuda")
         self.passes = DataPasses(self.device, cfg.eval_batch_size or cfg.batch_size,
                                  cfg.num_workers, collate_fn, self._amp,
