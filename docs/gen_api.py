@@ -1,12 +1,13 @@
-"""Generate docs/api.md from the public API's docstrings.
+"""Generate the API reference pages from the public API's docstrings.
 
-    python docs/gen_api.py               # writes docs/api.md
-    python docs/gen_api.py --out X.md    # elsewhere (the test compares the two)
+    python docs/gen_api.py                  # writes docs/api.md and docs/api_video.md
+    python docs/gen_api.py --out-dir DIR    # elsewhere (the test compares them with docs/)
 
-Documents every name in ``otcluster.__all__`` and ``otcluster.metrics.__all__``: the signature
-(``inspect.signature``) and the numpydoc docstring turned into Markdown; for classes, the
-methods and properties defined by the class itself. ``tests/test_docs.py`` checks that the
-committed ``docs/api.md`` is what this script writes.
+``api.md`` documents every name in ``otcluster.__all__`` and ``otcluster.metrics.__all__``;
+``api_video.md`` every name in ``otcluster_video.__all__`` (it needs the ``video`` extra). Each
+entry: the signature (``inspect.signature``) and the numpydoc docstring turned into Markdown;
+for classes, the methods and properties defined by the class itself. ``tests/test_docs.py``
+checks that the committed pages are what this script writes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,21 @@ import inspect
 import re
 from pathlib import Path
 
-MODULES = ("otcluster", "otcluster.metrics")
+# page -> (modules documented, in order; a later module skips the names of the first), intro
+PAGES = {
+    "api.md": (
+        ("otcluster", "otcluster.metrics"),
+        "Import every name from the package, e.g. `from otcluster import sinkhorn`; the metrics "
+        "also live in `otcluster.metrics`. The video recipe has its own page: "
+        "[api_video.md](api_video.md).",
+    ),
+    "api_video.md": (
+        ("otcluster_video",),
+        "The SeLaVi video recipe (`pip install 'otcluster[video]'`). Import every name from the "
+        "package, e.g. `from otcluster_video import prepare`; the command line is described in "
+        "[video.md](video.md), the core library in [api.md](api.md).",
+    ),
+}
 SECTION_RE = re.compile(r"^([A-Z][A-Za-z ]+)\n-{3,}\s*$", re.M)
 LIST_SECTIONS = {"Parameters", "Returns", "Yields", "Attributes", "Raises", "Warns",
                  "Other Parameters"}
@@ -146,18 +161,18 @@ def render_object(qual: str, obj) -> list[str]:
     return out
 
 
-def generate() -> str:
-    lines = ["# API reference", "",
+def generate(page: str = "api.md") -> str:
+    modules, intro = PAGES[page]
+    title = "API reference" + (f": `{modules[0]}`" if page != "api.md" else "")
+    lines = [f"# {title}", "",
              "Generated from the docstrings by `python docs/gen_api.py`; do not edit by hand "
-             "(`tests/test_docs.py` checks that this file is up to date). Import every name from "
-             "the package, e.g. `from otcluster import sinkhorn`; the metrics also live in "
-             "`otcluster.metrics`.", ""]
+             "(`tests/test_docs.py` checks that this file is up to date). " + intro, ""]
     body: list[str] = []
-    for modname in MODULES:
+    for modname in modules:
         mod = importlib.import_module(modname)
         names = list(getattr(mod, "__all__", []))
-        if modname != MODULES[0]:
-            top = importlib.import_module(MODULES[0])
+        if modname != modules[0]:
+            top = importlib.import_module(modules[0])
             names = [n for n in names if n not in getattr(top, "__all__", [])]
         if not names:
             continue
@@ -180,10 +195,13 @@ def generate() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "api.md")
+    p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent,
+                   help="folder of the pages (default: docs/)")
     a = p.parse_args(argv)
-    a.out.write_text(generate())
-    print(f"wrote {a.out}")
+    for page in PAGES:
+        out = a.out_dir / page
+        out.write_text(generate(page))
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
