@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from ._probe import file_problem
+from ._files import file_problem
 
 __all__ = ["DecodeError", "read_audio", "read_clip"]
 

@@ -97,7 +97,8 @@ def _prepare_run(paths: RunPaths, data: Any, config: Any, resuming: bool, progre
     save_run_config(paths, config)
     if resuming and paths.manifest.is_file():
         if data is not None:
-            logger.info("resuming %s: using its manifest, not %s", paths.root, data)
+            logger.warning("resuming %s: training goes on with the videos of its manifest, "
+                           "not %s (use a new --out to train on other videos)", paths.root, data)
     elif data is None:
         raise ValueError("--data is required to start a run")
     else:
