@@ -166,3 +166,26 @@ def test_bench_robustness_av_quick(tmp_path):
     before = cells.stat().st_mtime_ns
     _run(args, cwd=tmp_path)  # every cell cached: nothing is trained or rewritten
     assert cells.stat().st_mtime_ns == before
+
+
+def test_bench_codes_quick(tmp_path):
+    """SwAV's 3 iterations vs sinkhorn_codes: same numbers for n_iter=3, converged codes with tol
+    (latencies are recorded, not asserted: they depend on the machine and its load)."""
+    _run([str(BENCH / "bench_codes.py"), "--quick", "--out", str(tmp_path)], cwd=tmp_path, timeout=300)
+    res = json.loads((tmp_path / "codes.json").read_text())
+    assert (tmp_path / "codes.png").stat().st_size > 0
+    assert "SwAV `distributed_sinkhorn`" in (tmp_path / "codes.md").read_text()
+    assert [(r["n"], r["k"]) for r in res["sizes"]] == [(256, 3000), (1024, 3000)]
+    for row in res["sizes"]:
+        m = row["methods"]
+        assert set(m) == {"swav3", "ours_fixed3", "ours_tol", "ours_warm", "ours_tol_out"}
+        assert row["fixed3_vs_swav3_max_abs_diff"] < 1e-5
+        assert m["ours_fixed3"]["error_median"] == pytest.approx(m["swav3"]["error_median"], rel=1e-3)
+        for name in ("ours_tol", "ours_warm", "ours_tol_out"):
+            assert m[name]["error_max"] <= 1.01e-3, (row["n"], name)
+        for r in m.values():
+            assert _finite_nonneg(r["median_ms"]) and r["min_ms"] <= r["median_ms"]
+            assert r["ratio_to_swav3"] > 0
+        assert m["swav3"]["ratio_to_swav3"] == 1.0
+    # at 1024 x 3000 SwAV's 3 iterations leave the cluster marginal off by more than 1e-3
+    assert res["sizes"][1]["methods"]["swav3"]["error_median"] > 1e-3
