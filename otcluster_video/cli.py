@@ -292,9 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    """Messages on stderr: warnings, or INFO too with ``--verbose`` (``train.log`` always gets
+    INFO: its handler is added by the train command)."""
     level = logging.INFO if args.verbose and not args.quiet else logging.WARNING
+    root = logging.getLogger()
+    fresh = not root.handlers  # inside a host that configured logging (pytest), leave it be
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    root.setLevel(level)
+    if fresh:
+        for handler in root.handlers:
+            handler.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -84,7 +84,7 @@ def run_demo(
         ``paths``.
     """
     from . import recipe
-    from ._run import RunPaths
+    from ._run import RunPaths, write_text
     from .synth import make_synthetic_dataset
 
     out = Path(out)
@@ -110,7 +110,7 @@ def run_demo(
         if data_dir.exists():
             shutil.rmtree(data_dir)
         make_synthetic_dataset(data_dir, **data_cfg)
-        stamp.write_text(json.dumps(data_cfg))
+        write_text(stamp, json.dumps(data_cfg))
         print(
             f"wrote {data_cfg['n_videos']} videos of {data_cfg['n_classes']} classes and "
             f"{data_cfg['broken']} broken files to {data_dir}"
@@ -157,7 +157,7 @@ def run_demo(
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     for name, path in paths.items():
         print(f"  {name:<10} {path}")
-    (run_dir / "demo-timings.json").write_text(json.dumps(seconds, indent=2))
+    write_text(run_dir / "demo-timings.json", json.dumps(seconds, indent=2))
     return {"evaluation": result, "seconds": seconds, "paths": paths}
 
 

@@ -45,16 +45,24 @@ logger = logging.getLogger("otcluster_video")
 
 def _describe(record: Mapping[str, Any]) -> str:
     """One log line for a trainer record."""
-    event = record.get("event", "?")
+    r, event = record, record.get("event", "?")
     if event == "epoch":
-        return f"epoch {record['epoch']}: loss {record['loss']:.4f}, lr {record['lr']:.4g}"
+        return f"epoch {r['epoch']}: loss {r['loss']:.4f}, lr {r['lr']:.4g}"
     if event == "clustering":
-        parts = [f"clustering at step {record.get('step', '?')}"]
-        for key in ("seconds", "n_iter", "changed", "nmi"):
-            if key in record and isinstance(record[key], (int, float)):
-                parts.append(f"{key} {record[key]:.4g}")
+        parts = [f"clustering {r.get('clustering', '?')} at step {r.get('step', '?')}"]
+        if "min_size" in r:
+            parts.append(f"cluster sizes {r['min_size']}-{r['max_size']}")
+        if isinstance(r.get("changed"), float):
+            parts.append(f"{100 * r['changed']:.1f}% of labels changed")
+        if "n_iter" in r:
+            parts.append(f"{r['n_iter']} solver passes" + ("" if r.get("converged", True)
+                                                           else " (not converged)"))
+        if "seconds" in r:
+            parts.append(f"{r['seconds']:.1f} s")
+        if "nmi" in r:
+            parts.append(f"NMI to the folder names (head 0) {100 * r['nmi']:.1f}")
         return ", ".join(parts)
-    return f"{event}: " + json.dumps({k: v for k, v in record.items() if k != "event"})[:300]
+    return f"{event}: " + json.dumps({k: v for k, v in r.items() if k != "event"})[:300]
 
 
 class _History:

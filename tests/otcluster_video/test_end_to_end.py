@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,7 +135,7 @@ def run(workspace):
     assert killed_at in [h["epoch"] for h in seen if h["event"] == "epoch"]
     assert any(h["event"] == "clustering" for h in seen)
     log = (run_dir / "train.log").read_text()
-    assert "epoch 1: loss" in log and "clustering at step" in log
+    assert "epoch 1: loss" in log and re.search(r"clustering \d+ at step \d+", log)
 
     res = _cli(*args[:-1])  # with progress output, to see the resume message
     assert res.returncode == 0, res.stderr
@@ -217,6 +218,28 @@ def test_label_escapes_spreadsheet_formulas_in_folder_names(run, workspace):
     with open(out, newline="") as f:
         given = sorted(r["given_label"] for r in csv.DictReader(f))
     assert given == ["'=cmd", "'@SUM(1+1)"]
+
+
+def test_a_replaced_manifest_is_refused(run, workspace, capsys):
+    copy = workspace / "run_replaced"
+    shutil.copytree(run, copy)
+    lines = (copy / "manifest.csv").read_text().splitlines()
+    (copy / "manifest.csv").write_text("\n".join(lines[:-2]) + "\n")
+    assert cli.main(["label", "--run", str(copy), "--device", "cpu", "--quiet"]) == 2
+    assert "the manifest was replaced" in capsys.readouterr().err
+
+
+def test_the_model_loads_the_same_without_from_checkpoint(run, monkeypatch):
+    from otcluster import SelfLabelModel
+    from otcluster_video.commands import _inference
+
+    a = _inference.load_run(run, "cpu")
+    if hasattr(SelfLabelModel, "from_checkpoint"):
+        monkeypatch.delattr(SelfLabelModel, "from_checkpoint")
+    b = _inference.load_run(run, "cpu")
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not b.model.training and torch.equal(a.train_labels, b.train_labels)
 
 
 def test_evaluate_table(run, capsys):
