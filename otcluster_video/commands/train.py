@@ -24,6 +24,7 @@ from otcluster import SelfLabelTrainer
 from otcluster._checkpoint import load_checkpoint
 
 from .._build import build_encoders, trainer_config
+from .._config import VideoRecipeConfig
 from .._preset import load_preset
 from .._probe import load_manifest
 from .._run import (
@@ -99,10 +100,11 @@ def _start_log(paths: RunPaths) -> tuple[logging.Handler, int]:
     return handler, level
 
 
-def _prepare_run(paths: RunPaths, data: Any, config: Any, resuming: bool, progress: bool) -> None:
-    """First rank: the run folder's configuration and manifest."""
+def _prepare_run(paths: RunPaths, data: Any, config: VideoRecipeConfig, resuming: bool,
+                 progress: bool) -> None:
+    """First rank: the run folder's manifest, then its configuration (``config.toml`` marks a
+    folder where training started: ``prepare`` then refuses to replace the manifest)."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    save_run_config(paths, config)
     if resuming and paths.manifest.is_file():
         if data is not None:
             logger.warning("resuming %s: training goes on with the videos of its manifest, "
@@ -116,6 +118,7 @@ def _prepare_run(paths: RunPaths, data: Any, config: Any, resuming: bool, progre
                 print(f"prepare: {report.summary()}", flush=True)
         elif manifest.resolve() != paths.manifest.resolve():
             write_text(paths.manifest, manifest.read_text())
+    save_run_config(paths, config)
 
 
 def train(
@@ -183,7 +186,7 @@ def train(
             _prepare_run(paths, data, config, resuming, progress)
             handler, level = _start_log(paths)
         barrier(process_group)
-        return _fit(paths, device, process_group, resume, resuming, progress and rank == 0)
+        return _fit(paths, config, device, process_group, resume, resuming, progress and rank == 0)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
@@ -191,10 +194,9 @@ def train(
             logger.setLevel(level)
 
 
-def _fit(paths: RunPaths, device: Any, process_group: Any, resume: bool, resuming: bool,
-         progress: bool) -> list[dict]:
+def _fit(paths: RunPaths, config: VideoRecipeConfig, device: Any, process_group: Any,
+         resume: bool, resuming: bool, progress: bool) -> list[dict]:
     rank, world = rank_world(process_group)
-    config = load_preset(paths.config)
     videos = load_manifest(paths.manifest)
     dataset = AVDataset(videos, config, train=True)
     tcfg = trainer_config(

@@ -74,6 +74,11 @@ def test_train_without_data_is_a_clear_error(tmp_path, capsys):
     status, _, err = _run(["train", "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"], capsys)
     assert status == 2
     assert "--data is required" in err
+    # the failed start left no config.toml: the folder can still be prepared
+    assert not (tmp_path / "run" / "config.toml").exists()
+    (tmp_path / "videos").mkdir()
+    assert _run(["prepare", str(tmp_path / "videos"), "--out", str(tmp_path / "run"), "--quiet"],
+                capsys)[0] == 0
 
 
 def test_train_with_missing_data_folder(tmp_path, capsys):
