@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,6 @@ import numpy as np
 import torch
 
 from .._labeler import SinkhornLabeler
-from .._sinkhorn import ConvergenceWarning, SinkhornResult, sinkhorn_features
 from .config import TrainerConfig
 from .data import DataPasses, same_index
 from .model import SelfLabelModel
@@ -19,44 +17,15 @@ from .model import SelfLabelModel
 __all__ = ["Clusterer", "mean_log_probs_fn", "use_memory_bounded", "size_stats", "score",
            "check_ground_truth"]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# With ``sinkhorn_dtype="auto"`` a solve whose relative L1 column error ends above
-# _FAILED_ERROR (or not finite) is redone with the next of _ATTEMPTS (dtype, Anderson memory;
-# None = the solver's default). Two failures seen in training (see the trainer's report):
-# * float32 underflow: when the network gives several clusters a log-probability a few nats
-#   below the row maximum for every sample (collapsed clusters), lam times that gap underflows
-#   the float32 kernel, those columns are all zeros and the error ends at 1.2 or NaN with
-#   empty clusters; float64 solves it.
-# * Anderson acceleration gives NaN for a head that has converged (zero residuals) while another
-#   head of the same batch still iterates; plain Sinkhorn (Anderson memory 0) solves it.
-_FAILED_ERROR = 0.05
-_ATTEMPTS = ((torch.float32, None), (torch.float64, None), (torch.float64, 0))
-
-
-def _failed(res: SinkhornResult) -> bool:
-    err = res.error
-    return not bool(torch.isfinite(err).all()) or float(err.max()) > _FAILED_ERROR
-
-
-def _finite_rows(log_v: torch.Tensor) -> torch.Tensor:
-    """Potentials (H, K) with non-finite rows replaced by zeros (a cold start for that head)."""
-    bad = ~torch.isfinite(log_v).all(-1)
-    return torch.where(bad[:, None], torch.zeros_like(log_v), log_v)
-
-
-def _rewarn(caught: list) -> None:
-    for w in caught:
-        warnings.warn(w.message, w.category, stacklevel=3)
-
 
 def use_memory_bounded(config: TrainerConfig, n_samples: int, world_size: int) -> bool:
     """Decided from the largest shard, so that every rank takes the same path."""
     if config.memory_bounded:
         return True
     n_local = -(-n_samples // world_size)
-    # the trainer's float32 log-probabilities, the labeler's normalised copy (average_views),
-    # and the solver's kernel (float32, or float64 when redone)
-    per_entry = 8 + (8 if config.sinkhorn_dtype == "float64" else 4)
+    # the trainer's float32 log-probabilities (averaged per batch, so the labeler makes no
+    # copy) and the solver's kernel (float32, or float64 when asked)
+    per_entry = 4 + (8 if config.sinkhorn_dtype == "float64" else 4)
     dense = per_entry * config.heads.n_heads * n_local * config.heads.n_clusters
     return config.dense_max_bytes is not None and dense > config.dense_max_bytes
 
@@ -74,25 +43,21 @@ def mean_log_probs_fn(model: SelfLabelModel, heads: Any) -> Callable:
 class Clusterer:
     """Labels of this rank's samples for every head, from one pass per head group.
 
+    Every solve goes through ``labeler`` (its prior, warm start and retry ladder); nothing here
+    changes the labeler's settings.
+
     Parameters
     ----------
     model, passes, dataset, labeler, config
-        The trainer's; ``labeler`` holds the prior and the warm start.
+        The trainer's.
     n_samples : int
         N (sample indices lie in ``0..N-1``).
-    process_group : ProcessGroup, optional
-    prior : Tensor of shape (H, K)
-        The heads' priors (memory-bounded path).
     """
 
     def __init__(self, model: SelfLabelModel, passes: DataPasses, dataset: Any,
-                 labeler: SinkhornLabeler, config: TrainerConfig, n_samples: int,
-                 process_group: Any = None, prior: torch.Tensor | None = None):
+                 labeler: SinkhornLabeler, config: TrainerConfig, n_samples: int):
         self.model, self.passes, self.dataset = model, passes, dataset
-        self.prior = prior
         self.labeler, self.config, self.n_samples = labeler, config, n_samples
-        self.process_group = process_group
-        self.n_retries = 0
 
     def __call__(self, positions: torch.Tensor, groups: list[torch.Tensor],
                  memory_bounded: bool) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
@@ -100,102 +65,50 @@ class Clusterer:
         solve = self.memory_bounded if memory_bounded else self.dense
         return solve(positions, groups)
 
-    def _labeler_shape(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.config.heads.n_heads > 1 else t[0]
+    def _pass(self, g: int, groups: list, positions: torch.Tensor, fn: Callable):
+        return self.passes.eval_pass(self.model, self.dataset, positions, self.model.modalities,
+                                     fn, self.n_samples, f"clustering pass {g + 1}/{len(groups)}")
 
     def dense(self, positions: torch.Tensor, groups: list[torch.Tensor]):
-        cfg = self.config
-        H, K = cfg.heads.n_heads, cfg.heads.n_clusters
+        """Mean log-probabilities of all heads (eq. 6, averaged per batch): one (H, n, K)
+        float32 tensor, which the labeler uses without a copy."""
+        H, K = self.config.heads.n_heads, self.config.heads.n_clusters
         device = self.passes.device
         log_p = torch.empty((H, positions.numel(), K), dtype=torch.float32, device=device)
         index = None
         for g, heads in enumerate(groups):
-            idx, out = self.passes.eval_pass(self.model, self.dataset, positions,
-                                             self.model.modalities,
-                                             mean_log_probs_fn(self.model, heads.tolist()),
-                                             self.n_samples,
-                                             f"clustering pass {g + 1}/{len(groups)}")
+            idx, out = self._pass(g, groups, positions,
+                                  mean_log_probs_fn(self.model, heads.tolist()))
             index = same_index(index, idx)
             log_p[heads.to(device)] = out["log_p"]
-        x = self._labeler_shape(log_p)
-        lab = self.labeler
-        state = lab.state_dict()
-        dtype0, anderson0 = lab.dtype, lab.anderson
-
-        def solve(dtype, anderson):
-            lab.reset().load_state_dict(state)
-            lab.dtype = dtype
-            lab.anderson = anderson0 if anderson is None else anderson
-            try:
-                return lab.fit(x).result_
-            finally:
-                lab.dtype, lab.anderson = dtype0, anderson0
-
-        res, n_iter = self._robust_solve(solve)
-        if not bool(torch.isfinite(res.log_v).all()):  # never warm-start from NaN potentials
-            lab.reset().load_state_dict({"prior": state["prior"], "log_v": _finite_rows(
-                res.log_v.reshape(H, K)).reshape(res.log_v.shape)})
-        return res.labels.reshape(H, -1), index, n_iter, bool(res.converged.all())
-
-    def _robust_solve(self, solve: Callable[[torch.dtype, int | None], SinkhornResult]
-                      ) -> tuple[SinkhornResult, int]:
-        """``solve(dtype, anderson)``, redone as in ``_ATTEMPTS`` while it fails ("auto")."""
-        mode = self.config.sinkhorn_dtype
-        if mode != "auto":
-            res = solve(_DTYPES[mode], None)
-            return res, res.n_iter
-        total = 0
-        for i, (dtype, anderson) in enumerate(_ATTEMPTS):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                res = solve(dtype, anderson)
-            total += res.n_iter
-            if not _failed(res) or i == len(_ATTEMPTS) - 1:
-                _rewarn(caught)
-                return res, total
-            self.n_retries += 1
-        raise AssertionError("unreachable")
+        lab = self.labeler.fit(log_p, heads=list(range(H)))
+        return lab.labels_.reshape(H, -1), index, lab.n_iter_, bool(lab.result_.converged.all())
 
     def memory_bounded(self, positions: torch.Tensor, groups: list[torch.Tensor]):
         """Eq. 6 without N x K: mean over modalities of log_softmax(W_m z_m + b_m) equals
         log_softmax(concat_m(z_m) @ concat_m(W_m / M)^T + mean_m b_m) up to a per-row constant,
         which leaves the transport solution unchanged; so each head is one linear map of the
-        concatenated penultimate features and :func:`sinkhorn_features` applies."""
+        concatenated penultimate features and :meth:`SinkhornLabeler.fit_features` applies."""
         cfg, model = self.config, self.model
-        H, K = cfg.heads.n_heads, cfg.heads.n_clusters
         mods = model.modalities
-        M = len(mods)
-        state = self.labeler.state_dict()
-        warm = state.get("log_v")
-        warm = None if warm is None else warm.reshape(H, K)
-        prior = self.prior
-        log_v = torch.zeros((H, K), dtype=torch.float64)
-        labels = torch.empty((H, positions.numel()), dtype=torch.int64)
+        labels = torch.empty((cfg.heads.n_heads, positions.numel()), dtype=torch.int64)
         index, n_iter, converged = None, 0, True
         linear = all(model.heads[m].is_linear for m in mods)
-        kw = dict(lam=cfg.lam, tol=cfg.sinkhorn_tol, max_iter=cfg.sinkhorn_max_iter,
-                  block_rows=cfg.block_rows, process_group=self.process_group)
 
         def features(inputs):
             return {m: model.encode(inputs[m], m).float() for m in mods}
 
         for g, heads in enumerate(groups):
-            idx, feats = self.passes.eval_pass(model, self.dataset, positions, mods, features,
-                                               self.n_samples,
-                                               f"clustering pass {g + 1}/{len(groups)}")
+            idx, feats = self._pass(g, groups, positions, features)
             index = same_index(index, idx)
             hs = heads.tolist()
             # batches of heads sharing features: all of the group for linear heads
             for hb in [hs] if linear else [[h] for h in hs]:
-                z, w, b = self._linear_problem(feats, hb, linear, M)
-                res, it = self._solve_features(z, w, b, prior[hb],
-                                               None if warm is None else warm[hb], kw)
-                labels[hb] = res.labels.reshape(len(hb), -1).cpu()
-                log_v[hb] = _finite_rows(res.log_v.reshape(len(hb), K).cpu())
-                n_iter = max(n_iter, it)
-                converged = converged and bool(res.converged.all())
-        self.labeler.load_state_dict({"prior": self._labeler_shape(prior),
-                                      "log_v": self._labeler_shape(log_v)})
+                z, w, b = self._linear_problem(feats, hb, linear, len(mods))
+                lab = self.labeler.fit_features(z, w, b, heads=hb, block_rows=cfg.block_rows)
+                labels[hb] = lab.labels_.reshape(len(hb), -1).cpu()
+                n_iter = max(n_iter, lab.n_iter_)
+                converged = converged and bool(lab.result_.converged.all())
         return labels, index, n_iter, converged
 
     def _linear_problem(self, feats: dict[str, torch.Tensor], hb: list[int], linear: bool,
@@ -220,16 +133,6 @@ class Clusterer:
         finally:
             self.model.train(was)
         return z, w, b
-
-    def _solve_features(self, z, w, b, prior, warm, kw) -> tuple[Any, int]:
-        """:func:`sinkhorn_features`, redone as in ``_ATTEMPTS`` while it fails."""
-
-        def solve(dtype, anderson):
-            extra = {} if anderson is None else {"anderson": anderson}
-            return sinkhorn_features(z, w, b, prior=prior, warm_start=warm, dtype=dtype, **extra,
-                                     **kw)
-
-        return self._robust_solve(solve)
 
     def _penultimate(self, feats: torch.Tensor, modality: str, head: int) -> torch.Tensor:
         head_mod = self.model.heads[modality]

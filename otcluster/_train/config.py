@@ -90,8 +90,10 @@ class TrainerConfig:
     lam : float
         λ of the transport problem (paper: 20).
     prior : {"uniform", "gaussian", "zipf"} or sequence of K floats (or H x K)
-        Cluster-size prior; a Gaussian one (``N(1, prior_sigma)``) is drawn once per head from
-        ``seed``. Non-uniform priors are sorted onto the clusters at every clustering (eq. 4).
+        Cluster-size prior, held by the trainer's :class:`SinkhornLabeler`; a Gaussian one
+        (``N(1, prior_sigma)``) is drawn once per head from ``seed``. A named prior is sorted
+        onto the clusters at every clustering (eq. 4); a vector keeps its order (its k-th
+        entry is cluster k's share).
     prior_sigma : float
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
@@ -114,7 +116,7 @@ class TrainerConfig:
         Where ``last.pt`` is written every ``checkpoint_every`` epochs (and at the end).
     checkpoint_every : int
     memory_bounded : bool
-        Cluster with :func:`otcluster.sinkhorn_features` from pooled features and the heads'
+        Cluster with :meth:`SinkhornLabeler.fit_features` from pooled features and the heads'
         last layers, never holding N x K (also used automatically above ``dense_max_bytes``).
     show_progress : bool
         tqdm progress bars (first rank only).
@@ -125,14 +127,16 @@ class TrainerConfig:
         training: 231 passes at 1e-2, 1908 at 1e-3, with 99.5 % and 99.96 % of the labels of a
         5000-pass solve (cluster sizes 177-186 vs 178-182 for a prior of 180).
     sinkhorn_dtype : {"auto", "float32", "float64"}, default "auto"
-        Precision of the solver's kernel. ``"auto"``: float32, and a solve that fails (relative
-        column error above 0.05 or not finite) is redone in float64, then in float64 without
-        Anderson acceleration (float32 underflows when collapsed clusters are far less likely
-        than the best one for every sample; Anderson steps gave NaN for a converged head).
+        The labeler's ``dtype``: precision of the solver's kernel. ``"auto"``: float32, and a
+        solve that fails (relative column error above 0.05 or not finite) is redone in float64,
+        then in float64 without Anderson acceleration (float32 underflows when collapsed
+        clusters are far less likely than the best one for every sample; Anderson steps gave
+        NaN for a converged head).
     dense_max_bytes : int or None, default 4 GiB
-        When the dense clustering would hold more than this (float32 log-probabilities,
-        their normalised copy and the kernel: ``12 * H * N_local * K`` bytes, 16 with
-        ``sinkhorn_dtype="float64"``), use the memory-bounded path. ``None``: never switch.
+        When the dense clustering would hold more than this (the float32 log-probabilities,
+        averaged per batch so the labeler makes no copy, and the kernel: ``8 * H * N_local * K``
+        bytes, 12 with ``sinkhorn_dtype="float64"``), use the memory-bounded path. ``None``:
+        never switch.
     align_max_samples : int or None, default 100000
         Alignment uses at most this many samples (a fixed random subset).
     block_rows : int

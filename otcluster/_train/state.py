@@ -75,15 +75,15 @@ def restore_trainer(trainer: SelfLabelTrainer, state: dict) -> None:
     if list(state["modalities"]) != t.modalities:
         raise ValueError(f"checkpoint modalities {state['modalities']} differ from "
                          f"{t.modalities}")
-    if tuple(state["prior"].shape) != (H, K):
-        raise ValueError(f"checkpoint has {tuple(state['prior'].shape)} (heads, clusters), the "
+    prior = state.get("prior")
+    if prior is not None and tuple(prior.shape) != (H, K):
+        raise ValueError(f"checkpoint has {tuple(prior.shape)} (heads, clusters), the "
                          f"config ({H}, {K})")
     t.model.load_state_dict(state["model"])
     t.optimizer.load_state_dict(state["optimizer"])
     t.scheduler.load_state_dict(state["scheduler"])
     t.scaler.load_state_dict(state["scaler"])
     t.labels_ = state["labels"]
-    t.prior_ = state["prior"]
     t.labeler_.load_state_dict(state["labeler"])
     t.epoch_ = int(state["epoch"])
     t.step_ = int(state["step"])

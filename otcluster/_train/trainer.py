@@ -32,7 +32,6 @@ from .._distributed import (
 )
 from .._heads import HeadConfig  # noqa: F401 - the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
-from .._priors import make_prior, validate_prior
 from .._schedule import LinearWarmup, clustering_steps, steps_per_epoch
 from . import inference
 from .alignment import align_heads
@@ -84,9 +83,9 @@ class SelfLabelTrainer:
         ``acc`` of head 0 plus ``nmi_mean`` when ``ground_truth`` is given) or ``"epoch"``
         (``loss``, ``lr``).
     labeler_ : SinkhornLabeler
-        Holds the per-head prior and the warm start.
-    prior_ : Tensor of shape (H, K), float64
-        Cluster prior of each head (before permutation sorting).
+        Holds the per-head prior, the warm start and the solver's retry ladder.
+    prior_ : Tensor of shape (H, K), float64, or None
+        Cluster prior of each head (before permutation sorting); drawn at the first clustering.
 
     Examples
     --------
@@ -149,18 +148,13 @@ class SelfLabelTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
         self.schedule_ = clustering_steps(self.total_steps, cfg.n_clusterings, cfg.schedule_power)
 
-        if isinstance(cfg.prior, str):
-            prior = make_prior(cfg.prior, K, n_heads=H, sigma=cfg.prior_sigma, seed=cfg.seed)
-        else:
-            prior = validate_prior(cfg.prior, K, H)
-            prior = prior.expand(H, K).clone() if prior.dim() == 1 else prior
-        self.prior_ = prior
+        # the labeler owns the prior (drawn from ``seed`` at the first clustering, then kept),
+        # the warm start and the float32 -> float64 retry ladder (``sinkhorn_dtype="auto"``)
         self.labeler_ = SinkhornLabeler(
-            K, prior=prior, lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
-            max_iter=cfg.sinkhorn_max_iter, random_state=cfg.seed, process_group=process_group,
-            dtype=torch.float64 if cfg.sinkhorn_dtype == "float64" else torch.float32)
-        self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N,
-                                   process_group, prior)
+            K, prior=cfg.prior, lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
+            max_iter=cfg.sinkhorn_max_iter, dtype=cfg.sinkhorn_dtype, sigma=cfg.prior_sigma,
+            random_state=cfg.seed, process_group=process_group)
+        self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
 
         self.labels_: torch.Tensor | None = None
         self.history_: list[dict] = []
@@ -172,9 +166,15 @@ class SelfLabelTrainer:
         self._on_record: Callable[[dict], Any] | None = None
 
     @property
+    def prior_(self) -> torch.Tensor | None:
+        """The labeler's prior as (H, K) (None before the first clustering)."""
+        p = getattr(self.labeler_, "prior_", None)
+        return None if p is None else p.reshape(self.config.heads.n_heads, -1)
+
+    @property
     def n_solver_retries_(self) -> int:
-        """Solves redone (float64, then without Anderson) since construction."""
-        return self.clusterer.n_retries
+        """Solves the labeler redid (float64, then without Anderson), over all clusterings."""
+        return getattr(self.labeler_, "n_retries_", 0)
 
     def _record(self, rec: dict) -> None:
         """Append ``rec`` to ``history_`` and hand it to ``fit``'s ``on_record``."""

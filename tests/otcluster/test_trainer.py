@@ -19,6 +19,7 @@ from otcluster import (
     permute_linear_,
 )
 from otcluster._sinkhorn import ConvergenceWarning, SinkhornResult
+from otcluster._solver._retry import robust_solve
 from otcluster._train import clustering
 
 
@@ -239,7 +240,7 @@ def _result(error, n_iter=10):
     ([[1e-4, 1.2], [0.3, 1e-4], [1e-4, 0.9]], 3),  # the last attempt is kept, with its warning
 ])
 def test_failed_solves_are_redone_in_float64_then_without_acceleration(errors, expect_calls):
-    trainer = SelfLabelTrainer(encoders(), Blobs(n=60), config())
+    """The retry ladder (moved from the trainer into the solver package; the labeler runs it)."""
     calls = []
 
     def solve(dtype, anderson):
@@ -252,15 +253,32 @@ def test_failed_solves_are_redone_in_float64_then_without_acceleration(errors, e
 
     if errors[-1][1] > 0.05:
         with pytest.warns(ConvergenceWarning):
-            res, n_iter = trainer.clusterer._robust_solve(solve)
+            res, n_iter, retries = robust_solve(solve, "auto")
     else:
-        res, n_iter = trainer.clusterer._robust_solve(solve)
+        res, n_iter, retries = robust_solve(solve, "auto")
     assert calls == [(torch.float32, None), (torch.float64, None), (torch.float64, 0)][:expect_calls]
-    assert n_iter == 7 * expect_calls and trainer.n_solver_retries_ == expect_calls - 1
-    fixed = SelfLabelTrainer(encoders(), Blobs(n=60), config(sinkhorn_dtype="float64"))
+    assert n_iter == 7 * expect_calls and retries == expect_calls - 1
     calls.clear()
-    fixed.clusterer._robust_solve(solve)
+    robust_solve(solve, "float64")
     assert calls == [(torch.float64, None)]
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32", "float64"])
+def test_the_labeler_solves_with_the_configured_dtype_and_counts_retries(dtype, monkeypatch):
+    trainer = SelfLabelTrainer(encoders(), Blobs(n=60), config(sinkhorn_dtype=dtype))
+    lab = trainer.labeler_
+    assert lab.dtype == dtype and lab.tol == trainer.config.sinkhorn_tol
+    fit = type(lab).fit
+
+    def fit_with_two_retries(self, *args, **kw):  # as if float32 and float64+Anderson failed
+        out = fit(self, *args, **kw)
+        self.n_retries_ += 2
+        return out
+
+    monkeypatch.setattr(type(lab), "fit", fit_with_two_retries)
+    assert trainer._cluster()["solver_retries"] == 2 and trainer.n_solver_retries_ == 2
+    assert trainer._cluster()["solver_retries"] == 2 and trainer.n_solver_retries_ == 4
+    assert lab.dtype == dtype  # the trainer never changes the labeler's settings
 
 
 def test_collapsed_clusters_get_their_share():
