@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ._typing import ArrayLike, IntArrayLike
+
 __all__ = [
     "AlignResult",
     "align",
@@ -57,7 +59,7 @@ class AlignResult(NamedTuple):
     method: str
 
 
-def _as_prob_tensor(x: Any, name: str) -> torch.Tensor:
+def _as_prob_tensor(x: object, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
@@ -77,7 +79,7 @@ def _as_prob_tensor(x: Any, name: str) -> torch.Tensor:
     return t
 
 
-def _check_probs(p_a: Any, p_b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_probs(p_a: object, p_b: object) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate two probability matrices; return them as tensors of a common dtype."""
     a = _as_prob_tensor(p_a, "p_a")
     b = _as_prob_tensor(p_b, "p_b")
@@ -141,7 +143,7 @@ def _check_block_size(block_size: int | None) -> int | None:
 
 
 def alignment_cost_matrix(
-    p_a: Any, p_b: Any, *, backend: str = "auto", block_size: int | None = None
+    p_a: ArrayLike, p_b: ArrayLike, *, backend: str = "auto", block_size: int | None = None
 ) -> torch.Tensor:
     """Cost matrix of the alignment problem, ``C[j, k] = sum_i |p_a[i, j] - p_b[i, k]|``.
 
@@ -220,8 +222,8 @@ def _check_positive_int(value: Any, name: str) -> int:
 
 
 def align(
-    p_a: Any,
-    p_b: Any,
+    p_a: ArrayLike,
+    p_b: ArrayLike,
     *,
     method: str = "exact",
     n_steps: int = 50000,
@@ -295,7 +297,7 @@ def _check_method(method: str, n_steps: Any, patience: Any, n_restarts: Any) -> 
 
 
 def align_from_cost(
-    cost: Any,
+    cost: ArrayLike,
     *,
     method: str = "exact",
     n_steps: int = 50000,
@@ -335,12 +337,12 @@ def align_from_cost(
     ([2, 0, 1], 0.0)
     """
     n_steps, patience, n_restarts = _check_method(method, n_steps, patience, n_restarts)
-    c = torch.as_tensor(cost).detach()
-    if c.dim() != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 1:
-        raise ValueError(f"cost must be a square (K, K) matrix, got shape {tuple(c.shape)}")
-    if c.is_complex() or c.dtype == torch.bool:
-        raise ValueError(f"cost must be real, got {c.dtype}")
-    c = c.to("cpu", torch.float64).numpy()
+    t = torch.as_tensor(cost).detach()
+    if t.dim() != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 1:
+        raise ValueError(f"cost must be a square (K, K) matrix, got shape {tuple(t.shape)}")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"cost must be real, got {t.dtype}")
+    c = t.to("cpu", torch.float64).numpy()
     if not np.isfinite(c).all():
         raise ValueError(f"cost contains {int((~np.isfinite(c)).sum())} NaN or infinite values")
     if method == "exact":
@@ -351,7 +353,7 @@ def align_from_cost(
     return AlignResult(torch.from_numpy(perm), total, method)
 
 
-def _check_permutation(permutation: Any, n: int) -> torch.Tensor:
+def _check_permutation(permutation: object, n: int) -> torch.Tensor:
     perm = torch.as_tensor(permutation)
     if perm.dim() != 1 or perm.shape[0] != n:
         raise ValueError(f"permutation must have shape ({n},), got {tuple(perm.shape)}")
@@ -363,7 +365,7 @@ def _check_permutation(permutation: Any, n: int) -> torch.Tensor:
     return perm
 
 
-def permute_linear_(layer: torch.nn.Linear, permutation: Any) -> torch.nn.Linear:
+def permute_linear_(layer: torch.nn.Linear, permutation: IntArrayLike) -> torch.nn.Linear:
     """Permute the output units of a linear layer in place.
 
     Rows of ``weight`` and entries of ``bias`` are reordered exactly (no arithmetic is done), so
@@ -415,7 +417,7 @@ def permute_linear_(layer: torch.nn.Linear, permutation: Any) -> torch.nn.Linear
     return layer
 
 
-def permute_linear(layer: torch.nn.Linear, permutation: Any) -> torch.nn.Linear:
+def permute_linear(layer: torch.nn.Linear, permutation: IntArrayLike) -> torch.nn.Linear:
     """Return a deep copy of ``layer`` with its output units permuted.
 
     Same as :func:`permute_linear_` but leaves ``layer`` untouched.

@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ._typing import ArrayLike
+
 __all__ = ["KMeansResult", "kmeans_baseline"]
 
 KMEANS_BACKENDS = ("auto", "faiss", "sklearn")
@@ -80,7 +82,7 @@ def _kmeans_sklearn(x: np.ndarray, k: int, n_iter: int, seed: int
 
 
 def kmeans_baseline(
-    features: Any,
+    features: ArrayLike,
     k: int,
     *,
     n_iter: int = 25,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: this module does not import torch
+    from ._typing import LabelsLike
 
 __all__ = [
     "ClusterReport",
@@ -76,7 +79,8 @@ def _cells(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> tuple[np.ndarray, 
     return nz // nb, nz % nb, counts
 
 
-def _mutual_info(rows, cols, counts, row_sums, col_sums, n) -> float:
+def _mutual_info(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, row_sums: np.ndarray,
+                 col_sums: np.ndarray, n: int) -> float:
     c = counts.astype(np.float64)
     log_outer = np.log(row_sums[rows].astype(np.float64)) + np.log(col_sums[cols].astype(
         np.float64))
@@ -134,7 +138,7 @@ def _hungarian_acc(table: np.ndarray) -> float:
 
 # --- public metrics ----------------------------------------------------------------------------
 
-def nmi_score(y_true: Any, y_pred: Any) -> float:
+def nmi_score(y_true: LabelsLike, y_pred: LabelsLike) -> float:
     """Normalised mutual information, arithmetic-mean normalisation.
 
     ``NMI = I(T; P) / ((H(T) + H(P)) / 2)``; 1 when both labelings are constant, 0 when the
@@ -164,7 +168,7 @@ def nmi_score(y_true: Any, y_pred: Any) -> float:
     return _nmi_codes(*_codes(t), *_codes(p))
 
 
-def ari_score(y_true: Any, y_pred: Any) -> float:
+def ari_score(y_true: LabelsLike, y_pred: LabelsLike) -> float:
     """Adjusted Rand index.
 
     Parameters
@@ -191,7 +195,7 @@ def ari_score(y_true: Any, y_pred: Any) -> float:
     return _ari_codes(*_codes(t), *_codes(p))
 
 
-def hungarian_accuracy(y_true: Any, y_pred: Any) -> float:
+def hungarian_accuracy(y_true: LabelsLike, y_pred: LabelsLike) -> float:
     """Accuracy after the best one-to-one matching of clusters to classes.
 
     The matching maximises the number of correctly matched samples (Hungarian algorithm on the
@@ -293,7 +297,7 @@ class ClusterReport:
         return "\n".join(lines)
 
 
-def cluster_report(y_true: Any, y_pred: Any) -> ClusterReport:
+def cluster_report(y_true: LabelsLike, y_pred: LabelsLike) -> ClusterReport:
     """Evaluate a clustering against ground-truth labels (paper appendix A.4).
 
     Parameters
@@ -348,7 +352,7 @@ def cluster_report(y_true: Any, y_pred: Any) -> ClusterReport:
 
 # --- unsupervised head selection ---------------------------------------------------------------
 
-def head_agreement(labels: Any) -> np.ndarray:
+def head_agreement(labels: LabelsLike) -> np.ndarray:
     """Mean NMI of each head's clustering to the other heads' (no ground truth used).
 
     Parameters
@@ -384,7 +388,7 @@ def head_agreement(labels: Any) -> np.ndarray:
     return (pair.sum(1) - 1.0) / (H - 1)
 
 
-def select_head(labels: Any) -> int:
+def select_head(labels: LabelsLike) -> int:
     """Index of the most consensual head: the largest :func:`head_agreement` (no ground truth).
 
     The public SeLaVi code picks the head with the best NMI to the ground truth, which leaks

@@ -24,7 +24,8 @@ _FLUSH_ROWS = 256
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _l1_cost_kernel(a, b, out, n_chunks, flush):  # pragma: no cover - compiled
+def _l1_cost_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, n_chunks: int,
+                    flush: int) -> None:  # pragma: no cover - compiled
     N, K = a.shape
     chunk = (N + n_chunks - 1) // n_chunks
     for t in prange(n_chunks):
@@ -66,7 +67,8 @@ def l1_cost_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True)
-def _defects_kernel(a, n_chunks, bad, neg, dev):  # pragma: no cover - compiled
+def _defects_kernel(a: np.ndarray, n_chunks: int, bad: np.ndarray, neg: np.ndarray,
+                    dev: np.ndarray) -> None:  # pragma: no cover - compiled
     N, K = a.shape
     chunk = (N + n_chunks - 1) // n_chunks
     for t in prange(n_chunks):
@@ -106,7 +108,8 @@ def probability_defects(a: np.ndarray) -> tuple[int, int, float]:
 
 
 @numba.njit(cache=True)
-def pair_switch_search(cost, perm, pairs, patience):  # pragma: no cover - compiled
+def pair_switch_search(cost: np.ndarray, perm: np.ndarray, pairs: np.ndarray,
+                       patience: int) -> tuple[float, int]:  # pragma: no cover - compiled
     """Greedy pair-switch search on ``sum_k cost[perm[k], k]``, modifying ``perm`` in place.
 
     ``pairs`` (n_steps, 2) holds the random positions to try; a swap is kept when it lowers
