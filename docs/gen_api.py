@@ -2,6 +2,7 @@
 
     python docs/gen_api.py                  # writes docs/api.md and docs/api_video.md
     python docs/gen_api.py --out-dir DIR    # elsewhere (the test compares them with docs/)
+    python docs/gen_api.py --out X.md       # only the otcluster page, to X.md
 
 ``api.md`` documents every name in ``otcluster.__all__`` and ``otcluster.metrics.__all__``;
 ``api_video.md`` every name in ``otcluster_video.__all__`` (it needs the ``video`` extra). Each
@@ -197,9 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent,
                    help="folder of the pages (default: docs/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write only the otcluster page (api.md) to this file")
     a = p.parse_args(argv)
-    for page in PAGES:
-        out = a.out_dir / page
+    targets = {"api.md": a.out} if a.out is not None else {pg: a.out_dir / pg for pg in PAGES}
+    for page, out in targets.items():
         out.write_text(generate(page))
         print(f"wrote {out}")
 
