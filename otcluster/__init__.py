@@ -27,9 +27,15 @@ from ._metrics import (
     nmi_score,
     select_head,
 )
-from ._priors import make_prior, sort_prior
 from ._schedule import clustering_steps
-from ._sinkhorn import ConvergenceWarning, SinkhornResult, sinkhorn, sinkhorn_features
+from ._solver import (
+    ConvergenceWarning,
+    SinkhornResult,
+    make_prior,
+    sinkhorn,
+    sinkhorn_features,
+    sort_prior,
+)
 from ._train import SelfLabelModel, SelfLabelTrainer, TrainerConfig
 
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
-"""`SinkhornLabeler`: a thin stateful wrapper over :func:`otcluster.sinkhorn`.
+"""`SinkhornLabeler`: the stateful owner of prior resolution, eq. 6 averaging and retries.
 
 Holds the hyper-parameters, the fixed per-head prior (a Gaussian prior is drawn once, as in
-the paper), and the last solution for warm starts.
+the paper), and the last potentials of each head for warm starts; every solve goes through
+the solver's retry ladder (:func:`otcluster._solver.robust_solve`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,33 @@ from typing import Any
 
 import torch
 
-from ._priors import PRIOR_KINDS, make_prior, validate_prior
-from ._sinkhorn import SinkhornResult, sinkhorn
-from ._validation import as_float_tensor
+from ._solver import (
+    PRIOR_KINDS,
+    SinkhornResult,
+    make_prior,
+    robust_solve,
+    sinkhorn,
+    sinkhorn_features,
+    validate_prior,
+)
+from ._solver._retry import finite_rows
+from ._validation import as_float_tensor, as_tensor
 
 __all__ = ["SinkhornLabeler", "decorrelated_head_groups", "average_views"]
+
+
+def _view_items(views: Any) -> list[tuple[str, Any]]:
+    """(name, array) of each view: a dict's items, a list's entries, or one array."""
+    if isinstance(views, Mapping):
+        items = list(views.items())
+    elif isinstance(views, Sequence) and not isinstance(views, (str, bytes)) and len(views) > 0 \
+            and not isinstance(views[0], (int, float)):
+        items = [(f"views[{i}]", v) for i, v in enumerate(views)]
+    else:
+        items = [("log_p", views)]
+    if len(items) == 0:
+        raise ValueError("no views given")
+    return items
 
 
 def average_views(views: Any, *, normalize: bool = True) -> torch.Tensor:
@@ -35,16 +58,9 @@ def average_views(views: Any, *, normalize: bool = True) -> torch.Tensor:
     Tensor of shape (N, K) or (H, N, K)
         ``mean_views log_softmax(view)``; a single array is returned (normalised) as is.
     """
-    if isinstance(views, Mapping):
-        items = list(views.items())
-    elif isinstance(views, Sequence) and not isinstance(views, (str, bytes)) and len(views) > 0 \
-            and not isinstance(views[0], (int, float)):
-        items = [(f"views[{i}]", v) for i, v in enumerate(views)]
-    else:
-        items = [("log_p", views)]
-    if len(items) == 0:
-        raise ValueError("no views given")
-    tensors = [(name, as_float_tensor(v, name)) for name, v in items]
+    items = _view_items(views)
+    # not detached: averaging stays differentiable (the labeler calls it under no_grad)
+    tensors = [(name, as_tensor(v, name, detach=False)) for name, v in items]
     shape0 = tuple(tensors[0][1].shape)
     for name, t in tensors[1:]:
         if tuple(t.shape) != shape0:
@@ -55,7 +71,7 @@ def average_views(views: Any, *, normalize: bool = True) -> torch.Tensor:
     if len(tensors) == 1 and not normalize:
         return tensors[0][1]
     # one N x K buffer in all: the first view's log_softmax (a new tensor) accumulates the others
-    out = None
+    out: torch.Tensor | None = None
     for _, t in tensors:
         t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
         if normalize:
@@ -64,6 +80,7 @@ def average_views(views: Any, *, normalize: bool = True) -> torch.Tensor:
             out = t if normalize else t.clone()  # never write into the caller's tensor
         else:
             out.add_(t.to(out.device, out.dtype))
+    assert out is not None
     return out.div_(len(tensors)) if len(tensors) > 1 else out
 
 
@@ -105,6 +122,9 @@ def decorrelated_head_groups(
 class SinkhornLabeler:
     """Turn network outputs into prior-shaped pseudo-labels by optimal transport.
 
+    The one owner of the cluster prior, of the averaging of views (paper eq. 6) and of the
+    solver's retry ladder: callers pass their outputs and read ``labels_``.
+
     Parameters
     ----------
     n_clusters : int
@@ -116,12 +136,18 @@ class SinkhornLabeler:
         λ of the entropic problem.
     n_heads : int, default 1
         Number of heads; inputs then have shape (n_heads, N, K).
-    permute_prior : bool, default True
-        Sort the prior onto the clusters by current mass (paper eq. 4).
-    tol, max_iter, overrelax, anderson, dtype
+    permute_prior : bool or None, default None
+        Sort the prior onto the clusters by current mass (paper eq. 4) at every fit. None
+        ("auto"): a named prior is sorted, an explicit vector keeps its order (its k-th entry
+        is cluster k's share). True / False force it.
+    tol, max_iter, overrelax, anderson
         Passed to :func:`otcluster.sinkhorn`.
+    dtype : {"auto", "float32", "float64"} or torch.float32 / torch.float64, default "auto"
+        Kernel precision. "auto": float32, and a failed solve (relative column error above
+        0.05, or not finite) is redone in float64, then in float64 without Anderson
+        acceleration; only the accepted attempt's warnings are shown. A dtype: one attempt.
     warm_start : bool, default True
-        Start each fit from the previous fit's potentials (when K and heads match).
+        Start each fit from the previous fit's potentials of the same heads.
     sigma : float, default 0.1
         Relative spread of the Gaussian prior.
     zipf_exponent : float, default 1.0
@@ -129,14 +155,21 @@ class SinkhornLabeler:
         Seed of the Gaussian prior.
     process_group : torch.distributed ProcessGroup, optional
         Inputs are this rank's shard of the samples (see :func:`otcluster.sinkhorn`).
+    backend : {"auto", "numba", "torch"}, default "auto"
+        Back-end of the dense solve (see :func:`otcluster.sinkhorn`).
 
     Attributes
     ----------
-    labels_ : LongTensor of shape (N,) or (n_heads, N)
+    labels_ : LongTensor of shape (N,) or (h, N)
+        Labels of the last fit: (N,) for 2-D input without ``heads``, else one row per head.
     result_ : SinkhornResult
+        The accepted solve of the last fit.
     prior_ : Tensor of shape (K,) or (n_heads, K)
         The prior before permutation sorting (``result_.prior`` is after).
     n_iter_ : int
+        Passes over the data of the last fit, all attempts together.
+    n_retries_ : int
+        Solves redone by the retry ladder, over all fits.
 
     Examples
     --------
@@ -149,6 +182,11 @@ class SinkhornLabeler:
     (torch.Size([500]), True)
     """
 
+    # learned state (set by fit / load_state_dict, never by callers)
+    result_: SinkhornResult | None
+    prior_: torch.Tensor | None
+    _log_v: torch.Tensor | None
+
     def __init__(
         self,
         n_clusters: int,
@@ -156,17 +194,18 @@ class SinkhornLabeler:
         prior: Any = "uniform",
         lam: float = 20.0,
         n_heads: int = 1,
-        permute_prior: bool = True,
+        permute_prior: bool | None = None,
         tol: float = 1e-3,
         max_iter: int = 1000,
         overrelax: float = 1.0,
         anderson: int = 5,
-        dtype: torch.dtype = torch.float32,
+        dtype: Any = "auto",
         warm_start: bool = True,
         sigma: float = 0.1,
         zipf_exponent: float = 1.0,
         random_state: int | None = None,
         process_group: Any = None,
+        backend: str = "auto",
     ):
         self.n_clusters = n_clusters
         self.prior = prior
@@ -183,11 +222,14 @@ class SinkhornLabeler:
         self.zipf_exponent = zipf_exponent
         self.random_state = random_state
         self.process_group = process_group
+        self.backend = backend
 
     # -- internals -----------------------------------------------------------------------
     def _fixed_prior(self) -> torch.Tensor:
-        if getattr(self, "prior_", None) is not None:
-            return self.prior_
+        """``prior_``, resolved (drawn, validated) on first use and kept."""
+        fixed: torch.Tensor | None = getattr(self, "prior_", None)
+        if fixed is not None:
+            return fixed
         K, H = int(self.n_clusters), int(self.n_heads)
         if K < 2:
             raise ValueError(f"n_clusters must be >= 2, got {self.n_clusters}")
@@ -203,77 +245,189 @@ class SinkhornLabeler:
             p = validate_prior(self.prior, K, H)
             if p.dim() == 1:
                 p = p.expand(H, K).clone()
-        self.prior_ = p if H > 1 else p[0]
-        return self.prior_
+        fixed = p if H > 1 else p[0]
+        self.prior_ = fixed
+        return fixed
 
-    def _check_shape(self, x: torch.Tensor) -> None:
+    def _permute(self) -> bool:
+        if self.permute_prior is None:  # "auto": sort a named prior, keep a vector's order
+            return isinstance(self.prior, str)
+        return bool(self.permute_prior)
+
+    def _rows(self, heads: Any, n_in: int | None, shape: tuple[int, ...]) -> list[int]:
+        """Head indices the input holds (``n_in`` of them; None for 2-D input)."""
         K, H = int(self.n_clusters), int(self.n_heads)
-        want = (K,) if x.dim() == 2 else (H, K)
-        got = (x.shape[-1],) if x.dim() == 2 else (x.shape[0], x.shape[-1])
-        if x.dim() == 2 and H != 1:
-            raise ValueError(f"n_heads={H} expects input of shape ({H}, N, {K}), got {tuple(x.shape)}")
-        if got != want:
-            raise ValueError(f"expected input of shape (N, {K}) or ({H}, N, {K}), got {tuple(x.shape)}")
+        if heads is None:
+            if n_in is None and H != 1:
+                raise ValueError(f"n_heads={H} expects input of shape ({H}, N, {K}), got {shape}")
+            if n_in is not None and n_in != H:
+                raise ValueError(f"expected input of shape (N, {K}) or ({H}, N, {K}), got {shape}")
+            return list(range(H))
+        rows = [int(h) for h in heads]
+        if not rows or len(set(rows)) != len(rows) or min(rows) < 0 or max(rows) >= H:
+            raise ValueError(f"heads must be distinct head indices in 0..{H - 1}, got {list(heads)}")
+        if (n_in or 1) != len(rows):
+            raise ValueError(f"heads={rows} expects input for {len(rows)} heads, got shape {shape}")
+        return rows
+
+    def _check_n(self, N: int) -> None:
+        K = int(self.n_clusters)
+        if K > N and self.process_group is None:
+            raise ValueError(
+                f"K={K} clusters is more than N={N} samples: hard labels need N >= K. Use "
+                "otcluster.sinkhorn_codes for soft codes (K > N allowed), or a larger batch")
+
+    def _setup(self, rows: list[int], batched: bool) -> dict[str, Any]:
+        """Keyword arguments of the solve shared by ``fit`` and ``fit_features``."""
+        K = int(self.n_clusters)
+        prior = self._fixed_prior().reshape(-1, K)[rows]
+        log_v = getattr(self, "_log_v", None)
+        warm = log_v[rows] if self.warm_start and log_v is not None else None
+        if not batched:  # one head given as 2-D input: the solver takes (K,) vectors
+            prior, warm = prior[0], None if warm is None else warm[0]
+        return dict(lam=self.lam, prior=prior, permute_prior=self._permute(), tol=self.tol,
+                    max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax,
+                    process_group=self.process_group)
+
+    def _solve(self, run: Any, rows: list[int], one_row: bool) -> SinkhornLabeler:
+        """``run(dtype, anderson)`` through the retry ladder; keep the accepted result."""
+
+        def attempt(dtype: torch.dtype, anderson: int | None) -> SinkhornResult:
+            return run(dtype, self.anderson if anderson is None else anderson)
+
+        res, n_iter, retries = robust_solve(attempt, self.dtype)
+        K = int(self.n_clusters)
+        if getattr(self, "_log_v", None) is None:
+            self._log_v = torch.zeros((int(self.n_heads), K), dtype=torch.float64)
+        assert self._log_v is not None
+        # never warm-start from NaN potentials: a non-finite head starts cold next time
+        self._log_v[rows] = finite_rows(res.log_v.detach().reshape(len(rows), K).cpu())
+        self.result_ = res
+        self.labels_ = res.labels if one_row else res.labels.reshape(len(rows), -1)
+        self.n_iter_ = n_iter
+        self.n_retries_ = getattr(self, "n_retries_", 0) + retries
+        return self
 
     # -- public API ----------------------------------------------------------------------
-    def fit(self, log_p: Any, y: Any = None) -> SinkhornLabeler:
+    def fit(self, log_p: Any, y: Any = None, *, heads: Any = None) -> SinkhornLabeler:
         """Assign labels to N samples.
 
         Parameters
         ----------
-        log_p : array-like of shape (N, K) or (n_heads, N, K), or a list / dict of such views
-            Log-probabilities or logits; several views of the same samples (modalities,
-            augmentations) are averaged in log space (paper eq. 6).
+        log_p : array-like of shape (N, K) or (h, N, K), or a list / dict of such views
+            Log-probabilities or logits (a per-row constant does not change the labels).
+            Several views of the same samples (modalities, augmentations) are averaged in log
+            space (paper eq. 6, :func:`average_views`); one array is used as is, without a
+            copy. May require grad: labels are computed without gradients.
         y : ignored
+        heads : list of int, optional
+            The heads the input holds (h = len(heads)): their prior and warm-start rows are
+            used and only their potentials are updated. ``labels_`` is then (h, N).
 
         Returns
         -------
         self
         """
-        x = average_views(log_p, normalize=True)
-        self._check_shape(x)
-        prior = self._fixed_prior()
-        warm = None
-        last = getattr(self, "result_", None)
-        if self.warm_start and last is not None and last.log_v.numel() == prior.numel():
-            # the same heads and K; (K,) and (1, K) are both one head: match the input's layout
-            warm = last.log_v.reshape(x.shape[0], -1) if x.dim() == 3 else last.log_v.reshape(-1)
-        res = sinkhorn(
-            x, lam=self.lam, prior=prior, permute_prior=self.permute_prior, tol=self.tol,
-            max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax, anderson=self.anderson,
-            dtype=self.dtype,
-            process_group=self.process_group,
-        )
-        self.result_: SinkhornResult = res
-        self.labels_ = res.labels
-        self.n_iter_ = res.n_iter
-        return self
+        with torch.no_grad():
+            items = _view_items(log_p)
+            if len(items) == 1:  # one array: no log_softmax copy (per-row constants do not matter)
+                x = as_float_tensor(items[0][1], items[0][0])
+            else:
+                x = average_views(log_p, normalize=True)
+            batched = x.dim() == 3
+            rows = self._rows(heads, x.shape[0] if batched else None, tuple(x.shape))
+            if x.shape[-1] != int(self.n_clusters):
+                H, K = int(self.n_heads), int(self.n_clusters)
+                raise ValueError(f"expected input of shape (N, {K}) or ({H}, N, {K}), "
+                                 f"got {tuple(x.shape)}")
+            kw = self._setup(rows, batched)
+            self._check_n(x.shape[-2])
 
-    def fit_predict(self, log_p: Any, y: Any = None) -> torch.Tensor:
-        """``fit(log_p).labels_``."""
-        return self.fit(log_p).labels_
+            def run(dtype: torch.dtype, anderson: int) -> SinkhornResult:
+                return sinkhorn(x, anderson=anderson, dtype=dtype, backend=self.backend, **kw)
+
+            return self._solve(run, rows, one_row=heads is None and not batched)
+
+    def fit_features(self, features: Any, weight: Any, bias: Any = None, *, heads: Any = None,
+                     block_rows: int = 8192) -> SinkhornLabeler:
+        """Assign labels from features and linear heads without holding N x K (memory-bounded).
+
+        The labels of ``fit(log_softmax(features @ weight.T + bias))``, computed by
+        :func:`otcluster.sinkhorn_features`, through the same prior, warm start and retries.
+
+        Parameters
+        ----------
+        features : Tensor of shape (N, D)
+            This rank's shard of the samples.
+        weight : Tensor of shape (h, K, D) or (K, D)
+            The last linear layer of each head given.
+        bias : Tensor of shape (h, K) or (K,), optional
+        heads : list of int, optional
+            The heads ``weight`` holds (as in :meth:`fit`); ``labels_`` is then (h, N).
+        block_rows : int, default 8192
+            Rows of logits computed at once.
+
+        Returns
+        -------
+        self
+        """
+        with torch.no_grad():
+            f = as_float_tensor(features, "features", ndims=(2,))
+            w = as_float_tensor(weight, "weight", ndims=(2, 3))
+            batched = w.dim() == 3
+            rows = self._rows(heads, w.shape[0] if batched else None, tuple(w.shape))
+            if w.shape[-2] != int(self.n_clusters):
+                raise ValueError(f"weight has K={w.shape[-2]} rows per head, expected "
+                                 f"n_clusters={self.n_clusters}")
+            kw = self._setup(rows, batched)
+            self._check_n(f.shape[0])
+
+            def run(dtype: torch.dtype, anderson: int) -> SinkhornResult:
+                return sinkhorn_features(f, w, bias, anderson=anderson, dtype=dtype,
+                                         block_rows=block_rows, **kw)
+
+            return self._solve(run, rows, one_row=heads is None and not batched)
+
+    def fit_predict(self, log_p: Any, y: Any = None, *, heads: Any = None) -> torch.Tensor:
+        """``fit(log_p, heads=heads).labels_``."""
+        return self.fit(log_p, heads=heads).labels_
 
     def reset(self) -> SinkhornLabeler:
         """Forget the warm start (the drawn prior is kept)."""
         self.result_ = None
+        self._log_v = None
         return self
 
     def state_dict(self) -> dict:
-        """Tensors needed to resume: the fixed prior and the last potentials."""
-        last = getattr(self, "result_", None)
-        return {
-            "prior": getattr(self, "prior_", None),
-            "log_v": None if last is None else last.log_v,
-        }
+        """Tensors needed to resume: the fixed prior and the last potentials of each head.
+
+        ``{"prior": prior_, "log_v": (H, K) or (K,) float64, or None before any fit}``.
+        """
+        log_v = getattr(self, "_log_v", None)
+        if log_v is not None and int(self.n_heads) == 1:
+            log_v = log_v[0]
+        return {"prior": getattr(self, "prior_", None), "log_v": log_v}
 
     def load_state_dict(self, state: dict) -> SinkhornLabeler:
-        self.prior_ = state.get("prior")
+        """Restore :meth:`state_dict` (also what older versions stored: the same keys)."""
+        H, K = int(self.n_heads), int(self.n_clusters)
+        prior = state.get("prior")
+        if prior is not None:
+            prior = torch.as_tensor(prior, dtype=torch.float64)
+            if prior.numel() != H * K:
+                raise ValueError(f"state prior has shape {tuple(prior.shape)}, expected "
+                                 f"({H}, {K}) or ({K},) for n_heads={H}")
+            prior = prior.reshape(H, K) if H > 1 else prior.reshape(K)
+        self.prior_ = prior
         log_v = state.get("log_v")
         if log_v is None:
-            self.result_ = None  # no warm start saved: never keep this object's previous one
+            self._log_v = None  # no warm start saved: never keep this object's previous one
         else:
-            z = torch.zeros(())
-            self.result_ = SinkhornResult(z, None, 0, z.bool(), z, z, log_v, self.prior_)
+            log_v = torch.as_tensor(log_v).detach().to("cpu", torch.float64)
+            if log_v.numel() != H * K:
+                raise ValueError(f"state log_v has shape {tuple(log_v.shape)}, expected "
+                                 f"({H}, {K}) or ({K},) for n_heads={H}")
+            self._log_v = finite_rows(log_v.reshape(H, K).clone())
         return self
 
     def __repr__(self) -> str:

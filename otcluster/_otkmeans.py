@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._priors import PRIOR_KINDS, make_prior, validate_prior
-from ._sinkhorn import ConvergenceWarning, sinkhorn
+from ._labeler import SinkhornLabeler
+from ._solver import PRIOR_KINDS, ConvergenceWarning, SinkhornResult
+from ._threads import limit_threads
 
 __all__ = ["OTKMeans"]
 
@@ -65,15 +66,8 @@ def _few_threads_if_small(numel: int) -> Iterator[None]:
     Below ~65k cost entries parallel regions cost more than they save, and on an oversubscribed
     machine waiting for the other threads made each small matrix product ~100x slower.
     """
-    old = torch.get_num_threads()
-    if numel > _SMALL_PROBLEM or old == 1:
+    with limit_threads(1) if numel <= _SMALL_PROBLEM else contextlib.nullcontext():
         yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _pairwise_cost(x: torch.Tensor, c: torch.Tensor, metric: str) -> torch.Tensor:
@@ -89,23 +83,30 @@ def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def _ot_assign(cost: torch.Tensor, lam: float, prior: torch.Tensor | None, permute: bool,
-               tol: float):
-    """Sinkhorn on the cost divided by its mean (so ``lam`` does not depend on the data scale)."""
-    scale = float(cost.mean())
-    log_p = -cost / (scale if scale > 0 else 1.0)
+def _assigner(n_clusters: int, numel: int, lam: float, prior: Any, permute: bool, tol: float,
+              seed: int | None) -> SinkhornLabeler:
+    """The labeler of the assignment step (it resolves ``prior``; no warm start)."""
     # Small problems: plain torch ops (single-threaded below torch's grain size) have less
     # per-iteration overhead than the parallel numba kernel.
-    backend = "torch" if cost.numel() <= _SMALL_PROBLEM else "auto"
+    backend = "torch" if numel <= _SMALL_PROBLEM else "auto"
     # Over-relaxed Sinkhorn steps without Anderson mixing: with few clusters the mixing stagnated
     # far from the marginals (relative error 0.34 after 1000 passes on a 10 x 3 problem, K=3,
     # memory 5); over-relaxation 1.5 took 745 instead of > 1000 passes on 3 separated blobs.
+    return SinkhornLabeler(n_clusters, prior=prior, lam=lam, permute_prior=permute, tol=tol,
+                           dtype=torch.float64, anderson=0, overrelax=1.5, warm_start=False,
+                           random_state=seed, backend=backend)
+
+
+def _ot_assign(cost: torch.Tensor, labeler: SinkhornLabeler) -> SinkhornResult:
+    """Sinkhorn on the cost divided by its mean (so ``lam`` does not depend on the data scale)."""
+    scale = float(cost.mean())
+    log_p = -cost / (scale if scale > 0 else 1.0)
     # Unconverged solves are counted, not warned about one by one (see _warn_unconverged).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return sinkhorn(log_p, lam=lam, prior=prior, permute_prior=permute, tol=tol,
-                        dtype=torch.float64, backend=backend, anderson=0,
-                        overrelax=1.5)
+        res = labeler.fit(log_p).result_
+    assert res is not None
+    return res
 
 
 def _warn_unconverged(n_bad: int, n_total: int, tol: float) -> None:
@@ -276,17 +277,21 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
         if isinstance(self.prior, str) and self.prior not in PRIOR_KINDS:
             raise ValueError(f"prior must be one of {PRIOR_KINDS} or an array, got {self.prior!r}")
 
-    def _resolve_prior(self, rs: np.random.RandomState) -> torch.Tensor | None:
+    def _labeler(self, n_samples: int, rs: np.random.RandomState) -> SinkhornLabeler | None:
+        """The assignment step's labeler, which owns the prior (None for one cluster)."""
         k = int(self.n_clusters)
-        if isinstance(self.prior, str):
-            if self.prior == "uniform" or k == 1:
-                return None
-            return make_prior(self.prior, k, seed=int(rs.randint(2**31 - 1)))
+        if k == 1:
+            return None
+        # a named prior's draw is seeded from random_state (drawn here, before the init)
+        named = isinstance(self.prior, str) and self.prior != "uniform"
+        seed = int(rs.randint(2**31 - 1)) if named else None
+        lab = _assigner(k, n_samples * k, float(self.lam), self.prior, True,
+                        float(self.sinkhorn_tol), seed)
         try:
-            return validate_prior(torch.as_tensor(np.asarray(self.prior, dtype=np.float64)), k,
-                                  None)
+            lab._fixed_prior()  # validate (or draw) it now
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid prior for n_clusters={k}: {exc}") from None
+        return lab
 
     def _device(self) -> torch.device:
         return torch.device("cpu" if self.device is None else self.device)
@@ -319,22 +324,22 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
         new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], old)
         return _normalize_rows(new) if self.metric == "cosine" else new
 
-    def _single_run(self, X: np.ndarray, x: torch.Tensor, prior: torch.Tensor | None,
+    def _single_run(self, X: np.ndarray, x: torch.Tensor, labeler: SinkhornLabeler | None,
                     rs: np.random.RandomState, tol_abs: float, stats: list[int]):
         """One alternation from one initialisation; ``stats`` counts [solves, unconverged]."""
         centers = self._init_centers(X, x, rs)
         k = centers.shape[0]
         labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        r = torch.full((k,), 1.0 / k, dtype=torch.float64) if prior is None else prior
+        r = torch.full((k,), 1.0 / k, dtype=torch.float64)
         n_iter = 0
         for n_iter in range(1, int(self.max_iter) + 1):  # noqa: B007 - n_iter used after
-            if k == 1:
+            if labeler is None:
                 new_labels = torch.zeros_like(labels)
             else:
                 cost = _pairwise_cost(x, centers, self.metric)
                 # No warm start: each solve re-sorts the prior by the soft cluster masses of
                 # the current prototypes (paper eq. 4), so the ranks can still change.
-                res = _ot_assign(cost, float(self.lam), prior, True, float(self.sinkhorn_tol))
+                res = _ot_assign(cost, labeler)
                 stats[0] += 1
                 stats[1] += int(not bool(res.converged))
                 new_labels, r = res.labels.to(x.device), res.prior
@@ -366,7 +371,7 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
         X = _sk_validate_data(self, X, dtype=[np.float64, np.float32], copy=False)
         self._check_params(X.shape[0], X.shape[1])
         rs = check_random_state(self.random_state)
-        prior = self._resolve_prior(rs)
+        labeler = self._labeler(X.shape[0], rs)
         x = self._to_tensor(X)
         tol_abs = float(self.tol) * float(np.mean(np.var(X, axis=0))) if X.shape[0] > 1 else 0.0
         n_runs = int(self.n_init) if isinstance(self.init, str) else 1
@@ -374,7 +379,7 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
         stats = [0, 0]
         with _few_threads_if_small(X.shape[0] * int(self.n_clusters)):
             for _ in range(n_runs):
-                run = self._single_run(X, x, prior, rs, tol_abs, stats)
+                run = self._single_run(X, x, labeler, rs, tol_abs, stats)
                 if best is None or run[2] < best[2]:
                     best = run
         _warn_unconverged(stats[1], stats[0], float(self.sinkhorn_tol))
@@ -421,9 +426,10 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
         if X.shape[0] < k:
             raise ValueError(f"balanced prediction needs n_samples={X.shape[0]} >= "
                              f"n_clusters={k}")
-        prior = torch.as_tensor(self.prior_, dtype=torch.float64)
+        lab = _assigner(k, cost.numel(), float(self.lam), self.prior_, False,
+                        float(self.sinkhorn_tol), None)
         with _few_threads_if_small(cost.numel()):
-            res = _ot_assign(cost, float(self.lam), prior, False, float(self.sinkhorn_tol))
+            res = _ot_assign(cost, lab)
         _warn_unconverged(int(not bool(res.converged)), 1, float(self.sinkhorn_tol))
         return res.labels.cpu().numpy().astype(np.int64)
 

@@ -1,6 +1,6 @@
 """Kernel back-ends for the Sinkhorn iteration.
 
-The iteration (``_sinkhorn._solve``) only needs three things from the N x K side:
+The iteration (``_iterate.solve``) only needs three things from the N x K side:
 
 * ``build(g)``: (re)build the kernel ``K_ik = exp(lam * x_ik + g_k - m_i)`` with the column
   potentials ``g`` absorbed and each row shifted by its max ``m_i``;
@@ -16,21 +16,33 @@ and head weights every pass (never holds N x K).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 __all__ = ["DenseNumba", "DenseTorch", "FromFeatures", "have_numba"]
 
-try:  # numba is a dependency, but keep a working torch path if it is absent or broken
-    from . import _kernels_numba as _nb
+# The numba kernels, imported on the first solve that uses them (importing numba costs ~0.2 s,
+# which ``import otcluster`` should not pay): None = not tried yet, False = unavailable.
+_NB: Any = None
 
-    _HAVE_NUMBA = True
-except Exception:  # pragma: no cover - exercised only without numba
-    _HAVE_NUMBA = False
+
+def _kernels() -> Any:
+    global _NB
+    if _NB is None:
+        try:  # numba is a dependency, but keep a working torch path if it is absent or broken
+            from . import _kernels_numba
+
+            _NB = _kernels_numba
+        except Exception:  # pragma: no cover - exercised only without numba
+            _NB = False
+    return _NB
 
 
 def have_numba() -> bool:
-    return _HAVE_NUMBA
+    """Whether the numba kernels can be used (imports them on the first call)."""
+    return _kernels() is not False
 
 
 def _row_blocks(n: int, k: int, budget: int = 1 << 22):
@@ -45,6 +57,7 @@ class DenseNumba:
     absorb_every_pass = False
 
     def __init__(self, x: torch.Tensor, lam: float, dtype: torch.dtype):
+        self._nb = _nb = _kernels()
         self.x = x.numpy()  # (H, N, K), not modified
         self.lam = lam
         H, N, K = x.shape
@@ -60,25 +73,26 @@ class DenseNumba:
         self.n_bad = 0
 
     def build(self, g: torch.Tensor) -> None:
-        build = _nb.build_kernel_f32 if self._k.dtype == np.float32 else _nb.build_kernel
+        nb = self._nb
+        build = nb.build_kernel_f32 if self._k.dtype == np.float32 else nb.build_kernel
         self.n_bad = int(build(self.x, self.lam, g.numpy(), self._k, self.rowmax.numpy(), self.ncph))
 
     def fused(self, v: torch.Tensor) -> torch.Tensor:
-        _nb.fused_pass(
+        self._nb.fused_pass(
             self._k, v.to(self.kmat.dtype).numpy(), self.u.numpy(), self.partial.numpy(), self.ncph
         )
         H, _, K = self.shape
         return self.partial.view(H, self.ncph, K).sum(1)
 
     def labels(self, v: torch.Tensor) -> torch.Tensor:
-        _nb.row_argmax(self._k, v.to(self.kmat.dtype).numpy(), self.labels_.numpy(), self.ncph)
+        self._nb.row_argmax(self._k, v.to(self.kmat.dtype).numpy(), self.labels_.numpy(), self.ncph)
         return self.labels_
 
     def row_potential(self) -> torch.Tensor:
         return torch.log(self.u.double()) - self.rowmax
 
     def plan(self, v: torch.Tensor, c: float) -> torch.Tensor:
-        _nb.scale_plan(self._k, self.u.numpy(), v.to(self.kmat.dtype).numpy(), c)
+        self._nb.scale_plan(self._k, self.u.numpy(), v.to(self.kmat.dtype).numpy(), c)
         return self.kmat
 
 
@@ -95,7 +109,7 @@ class DenseTorch:
         self.kmat_dtype = dtype
         self.kmat = torch.empty((H, N, K), dtype=dtype, device=x.device)
         self.rowmax = torch.empty((H, N), dtype=torch.float64, device=x.device)
-        self.u = None
+        self.u = torch.empty((H, 0), dtype=dtype, device=x.device)  # set by each pass
         self.n_bad = 0
 
     def build(self, g: torch.Tensor) -> None:

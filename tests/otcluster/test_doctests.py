@@ -8,9 +8,10 @@ import io
 import pytest
 import torch
 
-from otcluster import _labeler, _priors, _sinkhorn
+from otcluster import _labeler
+from otcluster._solver import _api, _priors
 
-MODULES = [_sinkhorn, _priors, _labeler]
+MODULES = [_api, _priors, _labeler]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
