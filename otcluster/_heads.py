@@ -10,6 +10,7 @@ structure for single-layer and MLP heads. The MLP is the paper's ``MLPv2``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -137,15 +138,19 @@ class MultiHead(nn.Module):
         idx = range(self.n_heads) if heads is None else [int(h) for h in heads]
         return torch.stack([self.heads[h](x) for h in idx])
 
+    def _stack(self, head: int) -> nn.Sequential:
+        return cast(nn.Sequential, self.heads[head])
+
     def last_linear(self, head: int) -> nn.Linear:
         """The final ``nn.Linear(·, K)`` of head ``head`` (permute it to relabel the clusters)."""
-        return self.heads[head][-1]
+        return cast(nn.Linear, self._stack(head)[-1])
 
     def penultimate(self, x: torch.Tensor, head: int) -> torch.Tensor:
         """Input of head ``head``'s last linear layer, shape (B, D') (``D' = hidden_dim or D``)."""
-        return self.heads[head][:-1](x)
+        return self._stack(head)[:-1](x)
 
     @property
     def is_linear(self) -> bool:
         """True when every head is a single linear map of the features (up to dropout)."""
-        return all(not any(isinstance(m, nn.Linear) for m in h[:-1]) for h in self.heads)
+        return all(not any(isinstance(m, nn.Linear) for m in self._stack(h)[:-1])
+                   for h in range(self.n_heads))

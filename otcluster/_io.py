@@ -62,8 +62,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | No
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        kw = {"encoding": encoding or "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kw) as f:
+        text = mode == "w"
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None,
+                       newline="" if text else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -55,9 +55,9 @@ def align_heads(model: SelfLabelModel, passes: DataPasses, dataset: Any, *, meth
     records = []
     for m in mods[1:]:
         before, after = [], []
-        for h in range(model.heads[m].n_heads):
+        for h in range(model.head(m).n_heads):
             perm, c0, c1 = _align_pair(probs[m][h], probs[ref][h], method, seed + h, process_group)
-            permute_linear_(model.heads[m].last_linear(h), perm.cpu())
+            permute_linear_(model.head(m).last_linear(h), perm.cpu())
             before.append(c0)
             after.append(c1)
         n_used = int(subset.numel())

@@ -82,7 +82,7 @@ class Clusterer:
             index = same_index(index, idx)
             log_p[heads.to(device)] = out["log_p"]
         lab = self.labeler.fit(log_p, heads=list(range(H)))
-        return lab.labels_.reshape(H, -1), index, lab.n_iter_, bool(lab.result_.converged.all())
+        return lab.labels_.reshape(H, -1), index, lab.n_iter_, _converged(lab)
 
     def memory_bounded(self, positions: torch.Tensor, groups: list[torch.Tensor]):
         """Eq. 6 without N x K: mean over modalities of log_softmax(W_m z_m + b_m) equals
@@ -93,7 +93,7 @@ class Clusterer:
         mods = model.modalities
         labels = torch.empty((cfg.heads.n_heads, positions.numel()), dtype=torch.int64)
         index, n_iter, converged = None, 0, True
-        linear = all(model.heads[m].is_linear for m in mods)
+        linear = all(model.head(m).is_linear for m in mods)
 
         def features(inputs):
             return {m: model.encode(inputs[m], m).float() for m in mods}
@@ -108,14 +108,13 @@ class Clusterer:
                 lab = self.labeler.fit_features(z, w, b, heads=hb, block_rows=cfg.block_rows)
                 labels[hb] = lab.labels_.reshape(len(hb), -1).cpu()
                 n_iter = max(n_iter, lab.n_iter_)
-                converged = converged and bool(lab.result_.converged.all())
+                converged = converged and _converged(lab)
         return labels, index, n_iter, converged
 
     def _linear_problem(self, feats: dict[str, torch.Tensor], hb: list[int], linear: bool,
                         M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features (n, sum D'), weights (h, K, sum D') / M and mean biases (h, K) of heads ``hb``."""
         mods = self.model.modalities
-        heads = self.model.heads
         was = self.model.training
         self.model.eval()
         try:
@@ -124,7 +123,7 @@ class Clusterer:
                     z = torch.cat([feats[m] for m in mods], 1)
                 else:
                     z = torch.cat([self._penultimate(feats[m], m, hb[0]) for m in mods], 1)
-                lin = [[heads[m].last_linear(h) for m in mods] for h in hb]
+                lin = [[self.model.head(m).last_linear(h) for m in mods] for h in hb]
                 w = torch.stack([torch.cat([ln.weight.float() / M for ln in row], 1)
                                  for row in lin])
                 b = torch.stack([torch.stack([ln.bias.float() if ln.bias is not None
@@ -135,10 +134,15 @@ class Clusterer:
         return z, w, b
 
     def _penultimate(self, feats: torch.Tensor, modality: str, head: int) -> torch.Tensor:
-        head_mod = self.model.heads[modality]
+        head_mod = self.model.head(modality)
         bs = self.config.block_rows
         return torch.cat([head_mod.penultimate(feats[i:i + bs], head).float()
                           for i in range(0, feats.shape[0], bs)])
+
+
+def _converged(labeler: SinkhornLabeler) -> bool:
+    res = labeler.result_
+    return res is not None and bool(res.converged.all())
 
 
 def size_stats(labels: torch.Tensor, prev: torch.Tensor | None, K: int) -> dict[str, Any]:

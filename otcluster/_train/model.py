@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -61,6 +61,10 @@ class SelfLabelModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.heads = nn.ModuleDict(dict(heads))
         self.modalities = list(encoders)
+
+    def head(self, modality: str) -> MultiHead:
+        """The :class:`MultiHead` of ``modality``."""
+        return cast(MultiHead, self.heads[modality])
 
     def encode(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Pooled features ``(B, D)`` of one modality (shape checked)."""

@@ -245,13 +245,14 @@ class SelfLabelTrainer:
             raise ValueError(f"dataset item 'index' values must lie in 0..{self.n_samples - 1}, "
                              f"got {int(idx.min())}..{int(idx.max())}")
         H = self.config.heads.n_heads
+        assert self.labels_ is not None  # the schedule clusters at step 0
         target = self.passes.to_device(self.labels_[:, idx]).reshape(-1)
         inputs = {m: self.passes.to_device(batch[m]) for m in self.modalities}
         with torch.autocast(self.device.type, enabled=self._amp):
             out = self._train_module(inputs)
-            loss = sum(nn.functional.cross_entropy(out[m].float().reshape(H * idx.numel(), -1),
-                                                   target) for m in self.modalities)
-            loss = loss / len(self.modalities)
+            losses = [nn.functional.cross_entropy(out[m].float().reshape(H * idx.numel(), -1),
+                                                  target) for m in self.modalities]
+            loss = torch.stack(losses).sum() / len(self.modalities)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -282,7 +283,7 @@ class SelfLabelTrainer:
                                self.process_group)
         self.epoch_ = epoch + 1
         self._record({"event": "epoch", "epoch": self.epoch_, "step": self.step_,
-                      "loss": float(stats[0] / max(stats[1], 1.0)),
+                      "loss": float(stats[0] / stats[1].clamp_min(1.0)),
                       "lr": float(self.optimizer.param_groups[0]["lr"])})
 
     def fit(self, *, resume: bool = True, on_record: Callable[[dict], Any] | None = None
@@ -311,9 +312,9 @@ class SelfLabelTrainer:
         ckpt = None if folder is None else folder / CHECKPOINT_NAME
         self._on_record = on_record
         try:
-            if resume and folder is not None and (
-                    ckpt.is_file() or (folder / PREVIOUS_CHECKPOINT_NAME).is_file()):
-                self.load_checkpoint(ckpt)
+            if resume and folder is not None and any(
+                    (folder / name).is_file() for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME)):
+                self.load_checkpoint(folder)
             elif self.step_ == 0 and not self._aligned:
                 self._seed_everything()
             if not self._aligned:
