@@ -431,3 +431,20 @@ def test_inference_from_a_checkpoint_without_a_trainer(tmp_path):
     assert torch.equal(only_b.predict(test)[0], trainer.predict(test, modalities="b")[0])
     with pytest.raises(ValueError, match=r"encoders \['video'\] are not modalities"):
         SelfLabelModel.from_checkpoint(tmp_path, {"video": encoders()["a"]})
+
+
+@pytest.mark.parametrize("name", ["otcluster._train.model", "otcluster._train.trainer",
+                                  "otcluster._io", "otcluster._threads", "otcluster._schedule",
+                                  "otcluster._heads"])
+def test_docstring_examples_of_the_trainer_modules(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(name)
+    tests = [t for t in doctest.DocTestFinder().find(module) if t.examples]
+    assert tests, f"{name} has no docstring examples"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in tests:
+        torch.manual_seed(0)
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
