@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._heads import HeadConfig
-from .._priors import PRIOR_KINDS, validate_prior
+from .._solver import PRIOR_KINDS, validate_prior
 
 __all__ = ["TrainerConfig", "storable"]
 

@@ -11,7 +11,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from selflabel_data import Blobs, encoders, single_threaded
 
-from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig
+from otcluster import (
+    HeadConfig,
+    SelfLabelTrainer,
+    TrainerConfig,
+    make_prior,
+    sinkhorn,
+    sinkhorn_features,
+)
 from otcluster._distributed import (
     all_reduce_sum,
     broadcast_from_first,
@@ -20,8 +27,6 @@ from otcluster._distributed import (
     gather_labels,
     group_rank_size,
 )
-from otcluster._priors import make_prior
-from otcluster._sinkhorn import sinkhorn, sinkhorn_features
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")

@@ -11,15 +11,16 @@ from selflabel_data import Blobs, encoders, single_threaded
 from torch import nn
 
 from otcluster import (
+    ConvergenceWarning,
     HeadConfig,
     MultiHead,
     SelfLabelModel,
     SelfLabelTrainer,
+    SinkhornResult,
     TrainerConfig,
     permute_linear_,
 )
-from otcluster._sinkhorn import ConvergenceWarning, SinkhornResult
-from otcluster._solver._retry import robust_solve
+from otcluster._solver import robust_solve
 from otcluster._train import clustering
 
 
