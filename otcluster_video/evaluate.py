@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from otcluster import average_views
 from otcluster.metrics import cluster_report
 
 __all__ = [
@@ -109,8 +110,8 @@ def modality_labels(log_probs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
             f"log_probs must all have the same shape (n_heads, n_samples, n_clusters), got {shapes}"
         )
     out = {k: v.argmax(-1) for k, v in tensors.items()}
-    if len(tensors) > 1:
-        out["both"] = torch.stack(list(tensors.values())).mean(0).argmax(-1)
+    if len(tensors) > 1:  # eq. 6 by the core's one implementation (the views are log-probs)
+        out["both"] = average_views(list(tensors.values()), normalize=False).argmax(-1)
     return out
 
 

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from otcluster import HeadConfig, MultiHead, SelfLabelModel
+from otcluster import HeadConfig, MultiHead, SelfLabelModel, average_views
 from otcluster._checkpoint import load_checkpoint
 from otcluster.metrics import select_head
 
@@ -165,6 +165,6 @@ def heads_log_probs(loaded: LoadedRun, features: Mapping[str, torch.Tensor]) -> 
 def predict(log_probs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels ``(H, N)`` and confidences: argmax and probability under ``softmax`` of the mean
     of the modalities' log-probabilities (eq. 6; no optimal transport, any videos)."""
-    mean = torch.stack(list(log_probs.values())).mean(0).log_softmax(-1)
+    mean = average_views(list(log_probs.values()), normalize=False).log_softmax(-1)
     conf, labels = mean.max(-1)
     return labels, conf.exp()
