@@ -9,9 +9,8 @@ Two numerical forms of the same iteration, chosen per batch:
 
 * scaling form (fast path): ``A = exp((S - max S) / eps)`` written once into the output buffer,
   then two mat-vecs per iteration with vectors normalised so that nothing over- or underflows.
-  Safe while ``(max S - min S) / eps`` plus the prior's log range stays below ``_SCALING_LIMIT``:
-  every row and column sum is then at least ``exp(-limit)`` (the largest scaled entry of any row
-  or column is at least that), far above the dtype's smallest normal number;
+  Safe while ``(max S - min S) / eps`` plus the prior's log range stays below ``_SCALING_LIMIT``
+  (70 in float32: SwAV's cosine scores at eps = 0.05 span at most 40);
 * log domain (fallback, e.g. raw logits with a small eps): log-sum-exp reductions, with one
   temporary N x K buffer per reduction.
 
@@ -32,9 +31,12 @@ import torch
 
 __all__ = ["CodesResult", "sinkhorn_codes"]
 
-# (max S - min S) / eps + log(r_max / r_min) above which the log domain is used. float32: sums
-# are then >= e^-50 (smallest normal e^-87) and the normalised vectors stay within e^-50 .. e^50.
-_SCALING_LIMIT = {torch.float32: 50.0, torch.float64: 600.0}
+# (max S - min S) / eps + log(r_max / r_min) = D above which the log domain is used. Below it,
+# every row and column sum is >= e^-D (float32's smallest normal is e^-87), 1 / row sum <= e^D,
+# column sums <= N e^D (float32 max ~e^88.7: fine up to N ~ 1e8 at D = 70). Measured against
+# float64 at D = 45..79 (3000 x 500, 20 iterations): max |codes error| 3e-7 in the scaling form,
+# 7e-6 to 9e-6 in the float32 log domain, which loses digits to large exponents.
+_SCALING_LIMIT = {torch.float32: 70.0, torch.float64: 600.0}
 _ANDERSON = 5  # memory of the Anderson acceleration (K-dimensional work only)
 
 
@@ -380,8 +382,13 @@ def sinkhorn_codes(
         pos = r[r > 0]
         spread = (hi + neg_lo) / eps + float(torch.log(pos.max() / pos.min()))
         buf = out if (out is not None and work == x.dtype) else torch.empty(x.shape, dtype=work, device=dev)
-        # (S - max) / eps in one pass: the constant only rescales the kernel, which no step sees
-        torch.add(torch.tensor(-hi / eps, dtype=work, device=dev), x, alpha=1.0 / eps, out=buf)
+        # (S - max) / eps: the constant only rescales the kernel, which no step sees. One pass
+        # (S / eps - max / eps) unless max / eps is so large that the difference would lose
+        # float32 digits (|max| / eps * 6e-8 relative); then subtract first, exactly.
+        if abs(hi) / eps <= 1e3 or work == torch.float64:
+            torch.add(torch.tensor(-hi / eps, dtype=work, device=dev), x, alpha=1.0 / eps, out=buf)
+        else:
+            torch.sub(x, hi, out=buf).mul_(1.0 / eps)
         if spread <= _SCALING_LIMIT[work]:
             ops: Any = _Scaling(buf.exp_(), process_group)
         else:

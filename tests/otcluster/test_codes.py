@@ -106,6 +106,27 @@ def test_log_domain_reproduces_swav_where_swav_float32_overflows():
                                rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("spread", [45.0, 69.0, 75.0])
+def test_float32_near_the_scaling_limit_matches_float64(spread):
+    """Both sides of the switch to the log domain (D = 70 in float32) keep float32 accuracy."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(3000, 500, generator=g) ** 3
+    s[0, 0], s[1, 1] = 0.0, 1.0  # range exactly 1: (max - min) / eps = spread
+    ref = sinkhorn_codes(s.double(), eps=1.0 / spread, n_iter=20)
+    res = sinkhorn_codes(s, eps=1.0 / spread, n_iter=20)
+    assert_close(res.codes, ref.codes, rtol=0, atol=2e-5)
+    assert res.error.item() == pytest.approx(ref.error.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("offset", [30.0, 1e3, 1e5])
+def test_a_large_common_offset_costs_no_float32_digits(offset):
+    """Codes do not change with a constant added to every score; float32 inputs far from 0 keep
+    the digits they have (the shift by the maximum is done before the division by eps)."""
+    s = torch.rand(300, 40, generator=torch.Generator().manual_seed(0)) + offset
+    ref = sinkhorn_codes(s.double(), n_iter=3).codes
+    assert_close(sinkhorn_codes(s, n_iter=3).codes, ref, rtol=0, atol=1e-6)
+
+
 # -- converged codes --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n,k,eps", [(256, 3000, 0.05), (1000, 30, 0.05), (64, 10, 0.5), (300, 40, 0.02)])
