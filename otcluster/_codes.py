@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
+
+from ._typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["CodesResult", "sinkhorn_codes"]
 
@@ -283,15 +288,15 @@ def _check_scores(scores: Any, out: Any) -> torch.Tensor:
 
 
 def sinkhorn_codes(
-    scores: Any,
+    scores: torch.Tensor | NDArray,
     *,
     eps: float = 0.05,
     n_iter: int | None = None,
     tol: float | None = None,
     max_iter: int = 100,
-    prior: Any = None,
-    warm_start: Any = None,
-    process_group: Any = None,
+    prior: str | ArrayLike | None = None,
+    warm_start: CodesResult | ArrayLike | None = None,
+    process_group: ProcessGroup | None = None,
     out: torch.Tensor | None = None,
 ) -> CodesResult:
     """Soft codes of a batch by Sinkhorn-Knopp, as SwAV's ``distributed_sinkhorn``.
