@@ -1,7 +1,7 @@
 """OTKMeans: k-means whose assignment step is a prior-constrained optimal transport.
 
-scikit-learn is a soft dependency: this module imports without it, and constructing an
-:class:`OTKMeans` then raises an ImportError that says what to install.
+scikit-learn is a soft dependency: without it, importing this module (``otcluster.OTKMeans``)
+raises an ImportError that says what to install.
 """
 
 from __future__ import annotations
@@ -31,26 +31,16 @@ try:
     from sklearn.cluster import kmeans_plusplus
     from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_is_fitted
+except ImportError as exc:  # scikit-learn is optional: say what to install
+    raise ImportError(
+        "OTKMeans needs scikit-learn: pip install scikit-learn (it comes with the 'video' "
+        "and 'dev' extras: pip install 'otcluster[video]')") from exc
 
-    try:  # scikit-learn >= 1.6
-        from sklearn.utils.validation import validate_data as _sk_validate_data
-    except ImportError:  # pragma: no cover - older scikit-learn
-        def _sk_validate_data(est, X, **kwargs):
-            return est._validate_data(X, **kwargs)
-
-    _HAVE_SKLEARN = True
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    _HAVE_SKLEARN = False
-
-    class _MissingSklearn:
-        def __new__(cls, *args: Any, **kwargs: Any):
-            raise ImportError("OTKMeans needs scikit-learn: pip install scikit-learn "
-                              "(or the 'dev' / 'video' extras of otcluster)")
-
-    BaseEstimator = ClusterMixin = TransformerMixin = _MissingSklearn  # type: ignore[misc]
-
-    class ClassNamePrefixFeaturesOutMixin:  # type: ignore[no-redef]
-        pass
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    def _sk_validate_data(est, X, **kwargs):
+        return est._validate_data(X, **kwargs)
 
 
 METRICS = ("sqeuclidean", "cosine")
@@ -99,6 +89,9 @@ def _assigner(n_clusters: int, numel: int, lam: float, prior: Any, permute: bool
 
 def _ot_assign(cost: torch.Tensor, labeler: SinkhornLabeler) -> SinkhornResult:
     """Sinkhorn on the cost divided by its mean (so ``lam`` does not depend on the data scale)."""
+    if not bool(torch.isfinite(cost).all()):  # finite X whose squared distances overflow
+        raise ValueError(f"X is too large: its squared distances to the cluster centres overflow "
+                         f"{cost.dtype} (rescale X, e.g. standardise its features)")
     scale = float(cost.mean())
     log_p = -cost / (scale if scale > 0 else 1.0)
     # Unconverged solves are counted, not warned about one by one (see _warn_unconverged).

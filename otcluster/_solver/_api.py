@@ -23,7 +23,7 @@ def sinkhorn(
     *,
     lam: float = 20.0,
     prior: Any = None,
-    permute_prior: bool = True,
+    permute_prior: bool | None = None,
     tol: float = 1e-3,
     max_iter: int = 1000,
     warm_start: Any = None,
@@ -46,10 +46,13 @@ def sinkhorn(
         Inverse entropic regularisation λ (paper: 20). Larger is sharper and slower.
     prior : None, {"uniform", "gaussian", "zipf"} or array-like of shape (K,) or (H, K)
         Cluster marginal ``r``. Strings use :func:`make_prior` defaults (Gaussian with seed 0);
-        call :func:`make_prior` yourself for other settings.
-    permute_prior : bool, default True
+        call :func:`make_prior` yourself for other settings (a vector: pass
+        ``permute_prior=True`` to have it sorted).
+    permute_prior : bool or None, default None
         Sort a non-uniform prior to the clusters (paper eq. 4): the cluster with the largest
-        current mass gets the largest prior mass.
+        current mass gets the largest prior mass. None ("auto"): a named prior ("gaussian",
+        "zipf") is sorted; an explicit vector keeps its order (its k-th entry is cluster k's
+        share). True / False force it.
     tol : float, default 1e-3
         Stop when the relative L1 column-marginal error is at most ``tol`` (for every head).
     max_iter : int, default 1000
@@ -120,7 +123,7 @@ def sinkhorn_features(
     *,
     lam: float = 20.0,
     prior: Any = None,
-    permute_prior: bool = True,
+    permute_prior: bool | None = None,
     tol: float = 1e-3,
     max_iter: int = 1000,
     warm_start: Any = None,

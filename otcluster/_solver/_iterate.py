@@ -36,14 +36,52 @@ def _broadcast_prior(prior: torch.Tensor, group, device) -> torch.Tensor:
     return prior_d.cpu()
 
 
+# Largest row shift (max_k lam * log_p_ik + g_k) the float32 kernel takes. The numba kernel
+# subtracts the shift with fast-math fused multiply-adds, whose rounding (|shift| * 1.1e-16)
+# must stay below a fraction of a nat (0.1 here): at shifts ~3e21 (log_p * 1e20, lam=20) a
+# solve died in an OverflowError, at ~3e101 every entry of a row flushed to 0 and the plan was
+# NaN after one pass (with a warning that blamed max_iter).
+_MAX_SHIFT_F32 = 1e15
+
+
+def _non_finite_error(ops, lam: float) -> ValueError:
+    """The error for non-finite kernel entries: bad input, or finite input that overflowed."""
+    x = getattr(ops, "x", None)  # dense back-ends keep the input (torch or numpy)
+    if x is None:  # memory-bounded: the inputs were checked finite at the boundary
+        return ValueError(f"lam * log_softmax(features @ weight.T + bias) overflows "
+                          f"{ops.kmat_dtype} ({ops.n_bad} entries); use dtype=torch.float64 or "
+                          "rescale the features")
+    xt = torch.as_tensor(x)
+    if bool(torch.isfinite(xt).all()):
+        amax = float(xt.abs().max())
+        return ValueError(f"lam * log_p overflows the {ops.kmat_dtype} kernel (|log_p| up to "
+                          f"{amax:.3g}, lam={lam:g}); use dtype=torch.float64, or rescale log_p")
+    return ValueError(f"log_p contains non-finite values ({ops.n_bad} entries NaN or inf)")
+
+
+def _check_shift(ops, lam: float) -> None:
+    """Refuse a problem whose row shifts the float32 kernel cannot represent (see above)."""
+    rowmax = getattr(ops, "rowmax", None)
+    if ops.kmat_dtype != torch.float32 or rowmax is None or ops.n_bad:
+        return
+    shift = float(rowmax.abs().max())
+    if shift > _MAX_SHIFT_F32:
+        raise ValueError(
+            f"lam * log_p is too large for the float32 kernel: row maxima reach {shift:.3g} "
+            f"(limit {_MAX_SHIFT_F32:g}, lam={lam:g}); use dtype=torch.float64, or rescale "
+            "log_p (subtracting each row's maximum does not change the labels)")
+
+
 class _State:
     """Potentials of one solve: ``g`` absorbed into the back-end's kernel, ``logv`` on top."""
 
-    def __init__(self, ops, g0: torch.Tensor | None, H: int, K: int, c: float, group, device):
-        self.ops, self.c, self.group, self.device = ops, c, group, device
+    def __init__(self, ops, g0: torch.Tensor | None, H: int, K: int, c: float, lam: float, group,
+                 device):
+        self.ops, self.c, self.lam, self.group, self.device = ops, c, lam, group, device
         self.thresh = 30.0 if ops.kmat_dtype == torch.float32 else 200.0
         self.g = torch.zeros((H, K), dtype=torch.float64) if g0 is None else g0.clone()
         ops.build(self.g.to(device))
+        _check_shift(ops, lam)
         self.logv = torch.zeros((H, K), dtype=torch.float64)
 
     def measure(self) -> torch.Tensor:
@@ -51,7 +89,7 @@ class _State:
         ops, logv = self.ops, self.logv
         acc = _allreduce(ops.fused(torch.exp(logv).to(self.device)).to(self.device), self.group).cpu()
         if ops.n_bad:
-            raise ValueError(f"log_p contains non-finite values ({ops.n_bad} entries NaN or inf)")
+            raise _non_finite_error(ops, self.lam)
         return (self.c * acc * torch.exp(logv)).clamp_min(1e-300)
 
     def move(self, new: torch.Tensor) -> None:
@@ -73,7 +111,7 @@ def solve(ops, problem: Problem, opts: SolverOptions, *, device: Any,
     n_total = _allreduce(torch.tensor([float(N)], dtype=torch.float64, device=device), group)
     c = 1.0 / float(n_total.item())
 
-    st = _State(ops, problem.g0, H, K, c, group, device)
+    st = _State(ops, problem.g0, H, K, c, opts.lam, group, device)
     prior = problem.prior if group is None else _broadcast_prior(problem.prior, group, device)
 
     # A column whose kernel entries are all flushed to 0 (mass 0) says only that its potential is
@@ -140,12 +178,14 @@ def _finish(st: _State, r, err, n_iter: int, opts: SolverOptions, return_plan: b
     log_v = st.g + st.logv
     log_u = st.ops.row_potential().to(torch.float64) + math.log(st.c)
     if not bool(converged.all()):
-        warnings.warn(
-            f"Sinkhorn did not reach tol after max_iter={opts.max_iter} iterations "
-            f"(error {err.max().item():.3g}); increase max_iter or tol",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
+        if not bool(torch.isfinite(err).all()):  # the loop stops at once on a NaN error
+            msg = (f"Sinkhorn stopped after {n_iter} passes: the column error is not finite "
+                   f"({err.max().item():.3g}) in the {st.ops.kmat_dtype} kernel; try "
+                   "dtype=torch.float64 (or SinkhornLabeler's dtype='auto')")
+        else:
+            msg = (f"Sinkhorn did not reach tol after max_iter={opts.max_iter} iterations "
+                   f"(error {err.max().item():.3g}); increase max_iter or tol")
+        warnings.warn(msg, ConvergenceWarning, stacklevel=4)
     v = torch.exp(st.logv).to(st.device)
     labels = st.ops.labels(v)
     plan = st.ops.plan(v, st.c) if return_plan else None

@@ -11,9 +11,10 @@ import dataclasses
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
-from .._validation import check_lam
+from .._validation import as_tensor, check_lam
 from ._priors import make_prior, validate_prior
 from ._result import SinkhornResult
 
@@ -44,7 +45,7 @@ class SolverOptions:
 
     lam: float = 20.0
     prior: Any = None
-    permute_prior: bool = True
+    permute_prior: bool | None = None  # None: sort a named prior, keep a vector's order
     tol: float = 1e-3
     max_iter: int = 1000
     warm_start: Any = None
@@ -75,8 +76,8 @@ class SolverOptions:
     def problem(self, H: int, K: int, batched: bool) -> Problem:
         """Resolve the prior and the warm start for H heads and K clusters."""
         prior, uniform = _resolve_prior(self.prior, K, H, batched)
-        return Problem(prior, uniform, bool(self.permute_prior), _resolve_warm(self.warm_start, H, K),
-                       batched)
+        permute = isinstance(self.prior, str) if self.permute_prior is None else self.permute_prior
+        return Problem(prior, uniform, bool(permute), _resolve_warm(self.warm_start, H, K), batched)
 
 
 def check_sizes(N: int, K: int, name: str, process_group: Any) -> None:
@@ -106,7 +107,10 @@ def _resolve_warm(warm_start: Any, H: int, K: int) -> torch.Tensor | None:
     if warm_start is None:
         return None
     g = warm_start.log_v if isinstance(warm_start, SinkhornResult) else warm_start
-    g = torch.as_tensor(g).detach().to("cpu", torch.float64)
+    if not isinstance(g, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"warm_start must be a SinkhornResult or column potentials of shape (K,) "
+                        f"or (H, K) (result.log_v), got {type(warm_start).__name__}")
+    g = as_tensor(g, "warm_start", ndims=(1, 2), kind="real").to("cpu", torch.float64)
     if g.dim() == 1:
         g = g.expand(H, g.shape[0]) if H > 1 and g.shape[0] == K else g.reshape(1, -1)
     if tuple(g.shape) != (H, K):

@@ -238,3 +238,30 @@ def test_cuda_matches_cpu(imbalanced_blobs):
     assert isinstance(gpu.labels_, np.ndarray)
     assert np.mean(gpu.labels_ == cpu.labels_) > 0.99
     np.testing.assert_allclose(gpu.cluster_centers_, cpu.cluster_centers_, atol=1e-3)
+
+
+# --- issue 12: first use and bad scales ---------------------------------------------------------------
+
+def test_without_scikit_learn_the_import_says_what_to_install(monkeypatch):
+    """It raised ``TypeError: duplicate base class _MissingSklearn`` instead."""
+    import sys
+
+    import otcluster
+
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # import sklearn... now fails
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.delitem(sys.modules, "otcluster._otkmeans", raising=False)
+    with pytest.raises(ImportError, match=r"pip install scikit-learn.*otcluster\[video\]"):
+        from otcluster import OTKMeans  # noqa: F401
+    with pytest.raises(ImportError, match="OTKMeans needs scikit-learn"):
+        otcluster.OTKMeans  # noqa: B018
+
+
+def test_data_too_large_for_float64_names_x():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (30, 2)), rng.normal(8, 1, (20, 2))]) * 1e200
+    with pytest.raises(ValueError, match="X is too large") as err, \
+            np.errstate(over="ignore", invalid="ignore"):
+        OTKMeans(n_clusters=2, random_state=0).fit(X)
+    assert "log_p" not in str(err.value)

@@ -226,7 +226,8 @@ def _check_direction(res, prior, order, lam, x, tol, *, counts_follow=True):
 def test_zipf_prior_goes_to_the_most_popular_cluster(dtype):
     x = popular_logits(3000, ORDER, 0)
     prior = make_prior("zipf", 6, exponent=1.0)
-    res = sinkhorn(x.to(dtype), prior=prior, dtype=dtype, tol=1e-4, return_plan=True)
+    res = sinkhorn(x.to(dtype), prior=prior, permute_prior=True, dtype=dtype, tol=1e-4,
+                   return_plan=True)
     _check_direction(res, prior, ORDER, 20.0, x, 1e-4 + (3e-5 if dtype == torch.float32 else 0))
     # the inverted assignment of the public code would give cluster 3 the smallest share
     assert float(res.plan.double().sum(0)[3]) == pytest.approx(float(prior.max()), abs=1e-3)
@@ -243,7 +244,7 @@ def test_gaussian_prior_goes_to_the_most_popular_cluster(seed):
     x = popular_logits(3000, ORDER, seed + 10)
     prior = make_prior("gaussian", 6, sigma=0.3, seed=seed)
     assert len(set(prior.tolist())) == 6  # distinct values: the assignment is unambiguous
-    res = sinkhorn(x, prior=prior, dtype=F64, tol=1e-5, return_plan=True)
+    res = sinkhorn(x, prior=prior, permute_prior=True, dtype=F64, tol=1e-5, return_plan=True)
     # Gaussian values can be close (0.19 vs 0.18): argmax counts need not rank like the shares
     _check_direction(res, prior, ORDER, 20.0, x, 1e-5, counts_follow=False)
 
@@ -252,7 +253,7 @@ def test_batched_heads_sort_their_own_priors():
     orders = [ORDER, [0, 2, 4, 1, 3, 5]]
     x = torch.stack([popular_logits(2000, o, 20 + h) for h, o in enumerate(orders)])
     prior = torch.stack([make_prior("zipf", 6), make_prior("gaussian", 6, sigma=0.3, seed=4)])
-    res = sinkhorn(x, prior=prior, dtype=F64, tol=1e-5, return_plan=True)
+    res = sinkhorn(x, prior=prior, permute_prior=True, dtype=F64, tol=1e-5, return_plan=True)
     for h, order in enumerate(orders):
         want = expected_sorted(prior[h], order)
         assert torch.allclose(res.prior[h], want, rtol=0, atol=1e-12)
@@ -275,3 +276,33 @@ def test_labeler_sorts_the_prior_the_same_way():
     assert torch.allclose(lab.result_.prior, expected_sorted(lab.prior_, ORDER), rtol=0, atol=1e-12)
     assert int(torch.bincount(lab.labels_, minlength=6).argmax()) == ORDER[0]
     np.testing.assert_allclose(lab.prior_.numpy(), make_prior("zipf", 6).numpy(), rtol=0, atol=1e-15)
+
+
+# --- the default of permute_prior (issue 12 item 14) -------------------------------------------------
+
+def test_an_explicit_prior_vector_keeps_its_order_by_default():
+    """[.3, .2, .2, .1, .1, .1] came back as column sums [.2, .1, .1, .3, .1, .2]."""
+    x = popular_logits(3000, ORDER, 5)
+    given = torch.tensor([0.3, 0.2, 0.2, 0.1, 0.1, 0.1], dtype=F64)
+    for res in (sinkhorn(x, prior=given, dtype=F64, tol=1e-6, return_plan=True),
+                sinkhorn(x, prior=given.tolist(), dtype=F64, tol=1e-6, return_plan=True)):
+        assert torch.allclose(res.prior, given, rtol=0, atol=1e-15)
+        assert torch.allclose(res.plan.sum(0), given, rtol=0, atol=1e-5)
+    lab = SinkhornLabeler(6, prior=given.tolist(), dtype=F64, tol=1e-6).fit(x)
+    assert torch.allclose(lab.result_.prior, given, rtol=0, atol=1e-15)
+    # asked for: sorted onto the clusters by mass (eq. 4)
+    res = sinkhorn(x, prior=given, permute_prior=True, dtype=F64, tol=1e-6)
+    assert torch.allclose(res.prior, expected_sorted(given, ORDER), rtol=0, atol=1e-12)
+    lab = SinkhornLabeler(6, prior=given.tolist(), permute_prior=True, dtype=F64, tol=1e-6).fit(x)
+    assert torch.allclose(lab.result_.prior, expected_sorted(given, ORDER), rtol=0, atol=1e-12)
+
+
+def test_a_named_prior_is_sorted_by_default():
+    x = popular_logits(3000, ORDER, 6)
+    zipf = make_prior("zipf", 6)
+    res = sinkhorn(x, prior="zipf", dtype=F64, tol=1e-6)
+    assert torch.allclose(res.prior, expected_sorted(zipf, ORDER), rtol=0, atol=1e-12)
+    lab = SinkhornLabeler(6, prior="zipf", dtype=F64, tol=1e-6).fit(x)
+    assert torch.allclose(lab.result_.prior, expected_sorted(zipf, ORDER), rtol=0, atol=1e-12)
+    kept = sinkhorn(x, prior="zipf", permute_prior=False, dtype=F64, tol=1e-6)
+    assert torch.allclose(kept.prior, zipf, rtol=0, atol=1e-15)

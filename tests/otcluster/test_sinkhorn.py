@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from otcluster import (
     ConvergenceWarning,
+    SinkhornLabeler,
     SinkhornResult,
     make_prior,
     sinkhorn,
@@ -116,8 +117,8 @@ def test_marginals_hold(size, seed, lam, scale, prior, heads, dtype, backend, to
     n, k = size
     x = log_probs(n, k, seed, heads=heads, scale=scale)
     p = build_prior(prior, k, seed, heads)
-    res = sinkhorn(x, lam=lam, prior=p, tol=tol, max_iter=5000, return_plan=True, dtype=dtype,
-                   backend=backend)
+    res = sinkhorn(x, lam=lam, prior=p, permute_prior=True, tol=tol, max_iter=5000,
+                   return_plan=True, dtype=dtype, backend=backend)
     lead = () if heads is None else (heads,)
     assert res.plan.shape == x.shape and res.plan.dtype == dtype
     assert res.labels.shape == (*lead, n) and res.labels.dtype == torch.int64
@@ -222,6 +223,7 @@ def test_permuting_clusters_permutes_labels(size, seed, lam, dtype, mode):
         assert torch.allclose(b.prior, p[perm], rtol=0, atol=1e-15)
     else:  # sorting the prior by current mass is itself equivariant (no ties in random data)
         p = random_prior(k, seed)
+        kw["permute_prior"] = True
         a, b = sinkhorn(x, prior=p, **kw), sinkhorn(xp, prior=p, **kw)
     assert torch.allclose(b.prior, a.prior[perm], rtol=0, atol=1e-12)
     margin = 1e-6 if dtype == F64 else 1e-3
@@ -283,7 +285,7 @@ def test_batched_heads_equal_single_solves(size, seed, heads, lam, prior):
     n, k = size
     x = log_probs(n, k, seed, heads=heads)
     p = build_prior(prior, k, seed, heads)
-    kw = dict(lam=lam, dtype=F64, tol=1e-6, max_iter=5000, return_plan=True)
+    kw = dict(lam=lam, dtype=F64, tol=1e-6, max_iter=5000, return_plan=True, permute_prior=True)
     batched = sinkhorn(x, prior=p, **kw)
     assert batched.labels.shape == (heads, n) and batched.converged.shape == (heads,)
     for h in range(heads):
@@ -566,3 +568,42 @@ def test_cuda_batched_and_features_path(cuda_device):
     dense = sinkhorn(x.to(cuda_device))
     assert dense.labels.device.type == "cuda"
     assert float((dense.labels.cpu() == cpu.labels).double().mean()) >= 0.999
+
+
+# --- inputs that require grad (model outputs inside a training step) --------------------------------
+
+def _model_outputs(n: int, k: int, heads: int | None = None) -> tuple[torch.nn.Linear, torch.Tensor]:
+    layer = torch.nn.Linear(6, k)
+    feats = torch.randn(n, 6, generator=torch.Generator().manual_seed(3))
+    out = layer(feats).log_softmax(-1)
+    return layer, out if heads is None else out.expand(heads, n, k)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("heads", [None, 2])
+def test_inputs_that_require_grad(backend, dtype, heads):
+    layer, out = _model_outputs(200, 5, heads)
+    assert out.requires_grad
+    res = sinkhorn(out, backend=backend, dtype=dtype, return_plan=True)
+    want = sinkhorn(out.detach(), backend=backend, dtype=dtype, return_plan=True)
+    for got, ref in zip(res, want):
+        if isinstance(got, torch.Tensor):
+            assert not got.requires_grad and torch.equal(got, ref)
+    assert layer.weight.grad is None  # nothing was backpropagated
+
+
+def test_labeler_and_features_accept_inputs_that_require_grad():
+    layer, out = _model_outputs(200, 5)
+    lab = SinkhornLabeler(5).fit(out)
+    assert not lab.labels_.requires_grad and not lab.result_.log_v.requires_grad
+    assert torch.equal(lab.labels_, SinkhornLabeler(5).fit(out.detach()).labels_)
+    views = SinkhornLabeler(5).fit({"a": out, "b": out * 0.5})
+    assert not views.labels_.requires_grad
+    feats = torch.randn(200, 6, requires_grad=True)
+    res = sinkhorn_features(feats, layer.weight, layer.bias)
+    ref = sinkhorn_features(feats.detach(), layer.weight.detach(), layer.bias.detach())
+    assert torch.equal(res.labels, ref.labels) and not res.log_u.requires_grad
+    lab = SinkhornLabeler(5).fit_features(feats, layer.weight, layer.bias)
+    assert torch.equal(lab.labels_, ref.labels)
+    assert feats.grad is None and layer.weight.grad is None

@@ -297,3 +297,63 @@ def test_labeler_errors(make, x, match):
 def test_labeler_integer_input_is_a_type_error():
     with pytest.raises(TypeError, match="floating dtype"):
         SinkhornLabeler(3).fit(torch.zeros(12, 3, dtype=torch.int64))
+
+
+# --- issue 12: inputs seen in practice --------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_float32_kernel_refuses_log_p_too_large_for_it(backend):
+    """float64 log-probs x 1e300 gave a NaN plan after one pass (numba) or blamed NaN input
+    (torch) with the float32 kernel; float64 solves them."""
+    x = good(200, 5).double() * 1e300
+    with pytest.raises(ValueError, match=r"lam \* log_p (is too large for|overflows) the"):
+        sinkhorn(x, backend=backend)
+    res = sinkhorn(x, backend=backend, dtype=torch.float64, max_iter=20, anderson=0)
+    assert torch.isfinite(res.error) and torch.isfinite(res.log_v).all()
+    assert torch.equal(res.labels, x.argmax(1))  # hard assignment at this scale
+
+
+def test_the_warning_names_the_real_reason_to_stop(monkeypatch):
+    """A non-finite column error stops the loop at once: never blame max_iter for it."""
+    from otcluster import ConvergenceWarning
+    from otcluster._solver import _ops
+
+    def nan_pass(self, v):  # a pass whose column sums come out NaN
+        self.u = torch.ones(self.shape[:2], dtype=self.kmat.dtype)
+        return torch.full((1, 3), float("nan"), dtype=torch.float64)
+
+    monkeypatch.setattr(_ops.DenseTorch, "fused", nan_pass)
+    with pytest.warns(ConvergenceWarning) as rec:
+        res = sinkhorn(good(), backend="torch")
+    msg = str(rec[0].message)
+    assert res.n_iter == 1 and "stopped after 1 passes" in msg and "not finite" in msg
+    assert "max_iter" not in msg
+
+
+def test_numpy_arrays_with_negative_strides_are_accepted():
+    x = good(40, 4).numpy()
+    rev = x[::-1]
+    assert any(s < 0 for s in rev.strides)
+    want = sinkhorn(np.ascontiguousarray(rev))
+    got = sinkhorn(rev)
+    assert torch.equal(got.labels, want.labels) and torch.equal(got.log_v, want.log_v)
+    assert torch.equal(SinkhornLabeler(4).fit(rev).labels_, SinkhornLabeler(4).fit(
+        np.ascontiguousarray(rev)).labels_)
+    f = np.random.default_rng(0).normal(size=(40, 6))
+    w = np.random.default_rng(1).normal(size=(4, 6))
+    a = sinkhorn_features(f[::-1], w[:, ::-1])
+    b = sinkhorn_features(np.ascontiguousarray(f[::-1]), np.ascontiguousarray(w[:, ::-1]))
+    assert torch.equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("warm", ["abc", 3, object()])
+def test_warm_start_of_the_wrong_type_names_warm_start(warm):
+    with pytest.raises(TypeError, match="warm_start must be a SinkhornResult"):
+        sinkhorn(good(), warm_start=warm)
+
+
+def test_labeler_with_fewer_samples_than_clusters_points_to_sinkhorn_codes():
+    with pytest.raises(ValueError, match=r"K=5 clusters is more than N=3 samples.*sinkhorn_codes"):
+        SinkhornLabeler(5).fit(good(3, 5))
+    with pytest.raises(ValueError, match="sinkhorn_codes"):
+        SinkhornLabeler(5).fit_features(torch.randn(3, 4), torch.randn(5, 4))
