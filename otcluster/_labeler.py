@@ -157,6 +157,9 @@ class SinkhornLabeler:
         Inputs are this rank's shard of the samples (see :func:`otcluster.sinkhorn`).
     backend : {"auto", "numba", "torch"}, default "auto"
         Back-end of the dense solve (see :func:`otcluster.sinkhorn`).
+    tau : float >= 0 or None, default None
+        Semi-relaxed cluster marginals: penalty ``tau * KL(Q^T 1 || prior)`` instead of the
+        hard column constraint (see :func:`otcluster.sinkhorn`). None: balanced.
 
     Attributes
     ----------
@@ -206,6 +209,7 @@ class SinkhornLabeler:
         random_state: int | None = None,
         process_group: Any = None,
         backend: str = "auto",
+        tau: float | None = None,
     ):
         self.n_clusters = n_clusters
         self.prior = prior
@@ -223,6 +227,7 @@ class SinkhornLabeler:
         self.random_state = random_state
         self.process_group = process_group
         self.backend = backend
+        self.tau = tau
 
     # -- internals -----------------------------------------------------------------------
     def _fixed_prior(self) -> torch.Tensor:
@@ -287,7 +292,7 @@ class SinkhornLabeler:
             prior, warm = prior[0], None if warm is None else warm[0]
         return dict(lam=self.lam, prior=prior, permute_prior=self._permute(), tol=self.tol,
                     max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax,
-                    process_group=self.process_group)
+                    process_group=self.process_group, tau=self.tau)
 
     def _solve(self, run: Any, rows: list[int], one_row: bool) -> SinkhornLabeler:
         """``run(dtype, anderson)`` through the retry ladder; keep the accepted result."""

@@ -33,6 +33,7 @@ def sinkhorn(
     dtype: torch.dtype = torch.float32,
     backend: str = "auto",
     process_group: Any = None,
+    tau: float | None = None,
 ) -> SinkhornResult:
     """Prior-constrained Sinkhorn-Knopp label assignment (SeLa / SeLaVi, paper eq. 3).
 
@@ -74,6 +75,14 @@ def sinkhorn(
     process_group : torch.distributed ProcessGroup, optional
         When given, ``log_p`` is this rank's shard of the samples; column sums are all-reduced
         every iteration (no rank gathers N x K) and the result holds this rank's labels.
+    tau : float >= 0 or None, default None
+        Semi-relaxed cluster marginals: the column constraint ``Q^T 1 = prior`` becomes the
+        penalty ``tau * KL(Q^T 1 || prior)``; rows stay hard (``1/N`` each). None or inf:
+        balanced (the paper); 0: no column constraint (the row-wise softmax of ``lam * log_p``).
+        The problem of POT's ``ot.unbalanced.sinkhorn_unbalanced(a=1/N, b=prior, M=-log_p,
+        reg=1/lam, reg_m=(inf, tau), reg_type="entropy")`` and of ott-jax with ``tau_a=1``,
+        ``tau_b = tau / (tau + 1/lam)``. ``error`` is then the relative L1 gap between the
+        column masses and those the next column update aims at (0 at the fixed point).
 
     Returns
     -------
@@ -92,7 +101,7 @@ def sinkhorn(
     """
     opts = SolverOptions(lam=lam, prior=prior, permute_prior=permute_prior, tol=tol,
                          max_iter=max_iter, warm_start=warm_start, overrelax=overrelax,
-                         anderson=anderson, dtype=dtype, process_group=process_group)
+                         anderson=anderson, dtype=dtype, process_group=process_group, tau=tau)
     x = as_float_tensor(log_p, "log_p")
     batched = x.dim() == 3
     x3 = x if batched else x.unsqueeze(0)
@@ -132,6 +141,7 @@ def sinkhorn_features(
     block_rows: int = 8192,
     dtype: torch.dtype = torch.float32,
     process_group: Any = None,
+    tau: float | None = None,
 ) -> SinkhornResult:
     """Memory-bounded Sinkhorn from features and a linear head: never holds N x K.
 
@@ -155,7 +165,7 @@ def sinkhorn_features(
     """
     opts = SolverOptions(lam=lam, prior=prior, permute_prior=permute_prior, tol=tol,
                          max_iter=max_iter, warm_start=warm_start, overrelax=overrelax,
-                         anderson=anderson, dtype=dtype, process_group=process_group)
+                         anderson=anderson, dtype=dtype, process_group=process_group, tau=tau)
     f = as_float_tensor(features, "features", ndims=(2,))
     w = as_float_tensor(weight, "weight", ndims=(2, 3))
     batched = w.dim() == 3

@@ -16,6 +16,7 @@ import torch
 
 from .._validation import as_tensor, check_lam
 from ._priors import make_prior, validate_prior
+from ._relaxed import damping
 from ._result import SinkhornResult
 
 __all__ = ["DTYPES", "SolverOptions", "Problem", "check_sizes"]
@@ -53,6 +54,7 @@ class SolverOptions:
     anderson: int = 5
     dtype: Any = torch.float32
     process_group: Any = None
+    tau: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the validated values in place
@@ -72,6 +74,12 @@ class SolverOptions:
         except (KeyError, TypeError):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {self.dtype}") from None
         set_(self, "dtype", dtype)
+        damping(self.tau, self.lam)  # validates tau
+
+    @property
+    def phi(self) -> float:
+        """Damping of the column update: 1 balanced, ``tau / (tau + 1/lam)`` semi-relaxed."""
+        return damping(self.tau, self.lam)
 
     def problem(self, H: int, K: int, batched: bool) -> Problem:
         """Resolve the prior and the warm start for H heads and K clusters."""
