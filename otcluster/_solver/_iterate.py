@@ -20,6 +20,7 @@ from ._options import Problem, SolverOptions
 from ._priors import sort_prior
 from ._relaxed import column_error, residual
 from ._result import ConvergenceWarning, SinkhornResult
+from ._rounding import round_plan
 
 __all__ = ["solve"]
 
@@ -171,11 +172,11 @@ def solve(ops, problem: Problem, opts: SolverOptions, *, device: Any,
         acc.record(err, best, tol, accelerated)
         best = torch.minimum(best, err)
 
-    return _finish(st, r, err, n_iter, opts, return_plan, problem.batched)
+    return _finish(st, r, err, n_iter, opts, return_plan, problem.batched, mass)
 
 
 def _finish(st: _State, r, err, n_iter: int, opts: SolverOptions, return_plan: bool,
-            batched: bool) -> SinkhornResult:
+            batched: bool, mass: torch.Tensor) -> SinkhornResult:
     converged = err <= opts.tol
     log_v = st.g + st.logv
     log_u = st.ops.row_potential().to(torch.float64) + math.log(st.c)
@@ -189,7 +190,8 @@ def _finish(st: _State, r, err, n_iter: int, opts: SolverOptions, return_plan: b
                    f"(error {err.max().item():.3g}); increase max_iter or tol")
         warnings.warn(msg, ConvergenceWarning, stacklevel=4)
     v = torch.exp(st.logv).to(st.device)
-    labels = st.ops.labels(v)
+    labels = round_plan(st.ops, v, st.ops.labels(v), mass, 1.0 / st.c,
+                        lambda t: _allreduce(t.to(st.device), st.group).cpu())  # argmax within capacities
     plan = st.ops.plan(v, st.c) if return_plan else None
 
     def sq(t: torch.Tensor) -> torch.Tensor:

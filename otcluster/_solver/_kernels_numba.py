@@ -12,7 +12,8 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["build_kernel", "build_kernel_f32", "fused_pass", "row_argmax", "scale_plan", "n_chunks"]
+__all__ = ["assign_by_deficit", "build_kernel", "build_kernel_f32", "fused_pass", "row_argmax",
+           "scale_plan", "n_chunks"]
 
 _CACHE = True
 
@@ -161,6 +162,26 @@ def row_argmax(kmat, v, labels, ncph):  # pragma: no cover - compiled
                     best = w
                     arg = k
             labels[h, i] = arg
+
+
+@numba.njit(cache=_CACHE)
+def assign_by_deficit(q, deficit, rho, out):  # pragma: no cover - compiled
+    """Serial, rows in order: out[i] = the cluster of largest remaining deficit among those where
+    row i's share q[i, k] is at least rho times its largest share; that deficit drops by 1.
+    First of ties; deterministic."""
+    n, K = q.shape
+    for i in range(n):
+        top = 0.0
+        for k in range(K):
+            top = max(top, q[i, k])
+        arg = 0
+        best = -np.inf
+        for k in range(K):
+            if q[i, k] >= rho * top and deficit[k] > best:
+                best = deficit[k]
+                arg = k
+        out[i] = arg
+        deficit[arg] -= 1.0
 
 
 @numba.njit(parallel=True, fastmath=True, cache=_CACHE)

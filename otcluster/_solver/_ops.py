@@ -7,7 +7,8 @@ The iteration (``_iterate.solve``) only needs three things from the N x K side:
 * ``fused(v) -> acc``: one pass over the data computing ``s_i = sum_k K_ik v_k``, ``u_i = 1/s_i``
   and the column sums ``acc_k = sum_i K_ik u_i``, (H, K) float64; also remembers ``u`` and the
   row argmax of ``K_ik v_k`` (the labels) of that pass;
-* ``potentials / labels / plan`` after the last pass.
+* ``potentials / labels / plan`` after the last pass, and ``rows(v, h, idx)``: the
+  row-normalised plan rows ``idx`` of head ``h``, float64 (for ``_rounding``).
 
 Back-ends: a fused numba kernel over a dense matrix (CPU), torch ops over a dense matrix (CUDA,
 or CPU without numba), and a memory-bounded one that recomputes blocks of logits from features
@@ -43,6 +44,10 @@ def _kernels() -> Any:
 def have_numba() -> bool:
     """Whether the numba kernels can be used (imports them on the first call)."""
     return _kernels() is not False
+
+
+def _normalised(rows: torch.Tensor) -> torch.Tensor:
+    return rows / rows.sum(-1, keepdim=True).clamp_min(1e-300)
 
 
 def _row_blocks(n: int, k: int, budget: int = 1 << 22):
@@ -87,6 +92,9 @@ class DenseNumba:
     def labels(self, v: torch.Tensor) -> torch.Tensor:
         self._nb.row_argmax(self._k, v.to(self.kmat.dtype).numpy(), self.labels_.numpy(), self.ncph)
         return self.labels_
+
+    def rows(self, v: torch.Tensor, h: int, idx: torch.Tensor) -> torch.Tensor:
+        return _normalised(self.kmat[h, idx].double() * v[h].double())
 
     def row_potential(self) -> torch.Tensor:
         return torch.log(self.u.double()) - self.rowmax
@@ -138,6 +146,9 @@ class DenseTorch:
         for b in _row_blocks(N, K * H):
             out[:, b] = (self.kmat[:, b] * vk).argmax(-1)
         return out
+
+    def rows(self, v: torch.Tensor, h: int, idx: torch.Tensor) -> torch.Tensor:
+        return _normalised(self.kmat[h, idx.to(self.kmat.device)].double() * v[h].double())
 
     def row_potential(self) -> torch.Tensor:
         return torch.log(self.u.double()) - self.rowmax
@@ -204,6 +215,13 @@ class FromFeatures:
 
     def labels(self, v: torch.Tensor) -> torch.Tensor:
         return self.labels_
+
+    def rows(self, v: torch.Tensor, h: int, idx: torch.Tensor) -> torch.Tensor:
+        logits = self.f[idx.to(self.f.device)].to(self.dtype) @ self.w[h].T
+        if self.b is not None:
+            logits = logits + self.b[h]
+        z = torch.log_softmax(logits, dim=-1).mul_(self.lam).add_(self.g[h])
+        return torch.softmax(z.double(), dim=-1)
 
     def row_potential(self) -> torch.Tensor:
         return self.logu

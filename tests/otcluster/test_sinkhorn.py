@@ -25,6 +25,7 @@ from otcluster import (
     sinkhorn,
     sinkhorn_features,
 )
+from otcluster._solver._rounding import overfull  # after the public names (see conftest)
 
 # small problems: numba's thread pool would dominate (see conftest.serial_numba)
 pytestmark = pytest.mark.usefixtures("serial_numba")
@@ -134,10 +135,14 @@ def test_marginals_hold(size, seed, lam, scale, prior, heads, dtype, backend, to
     given_prior = torch.full((k,), 1.0 / k, dtype=F64) if p is None else p
     assert torch.allclose(res.prior.sort(-1).values, given_prior.expand_as(res.prior).sort(-1).values,
                           rtol=0, atol=1e-12)
-    # labels are the plan's row argmax (up to rounding ties in float32)
+    # labels are the plan's row argmax (up to rounding ties in float32), unless argmax overfills
+    # a cluster past the rounding's slack (a flat plan: otcluster._solver._rounding)
     top = res.plan.double().topk(2, dim=-1).values
     decided = (top[..., 0] - top[..., 1]) > 1e-5 * top[..., 0]
-    assert torch.equal(res.labels[decided], res.plan.argmax(-1)[decided])
+    argmax = res.plan.argmax(-1)
+    sizes = torch.stack([torch.bincount(a, minlength=k) for a in argmax.reshape(-1, n)]).double()
+    if not bool(overfull(sizes, res.plan.double().sum(-2).reshape(-1, k) * n).any()):
+        assert torch.equal(res.labels[decided], argmax[decided])
 
 
 def test_result_type_and_fields():

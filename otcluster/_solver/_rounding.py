@@ -1,0 +1,97 @@
+"""Labels from a plan whose rows do not decide: argmax, with the plan's column masses as capacities.
+
+The label of a row is the argmax of its plan row. Where the plan does not decide (rows that are
+identical or nearly so, a flat plan), argmax sends every such row to the same cluster: N
+identical rows all went to cluster 0 whatever the prior said. Here a cluster whose argmax count
+exceeds its plan mass ``E_k = sum_i Q_ik / c`` (the expected count) by more than
+``max(OVERFULL_ABS, OVERFULL_REL * E_k)`` keeps only its ``round(E_k)`` rows of largest plan
+share; the others are dealt out again, rows in index order, each to the cluster furthest below
+its expected count among those where the row's plan share is at least ``CANDIDATE_SHARE`` of its
+largest share. Deterministic; for exactly tied rows every cluster ends within 1 of ``N * prior_k``. A
+row the plan decides (share near 1) counts nearly 1 towards ``E_k``, so it is among the kept
+rows: it keeps its argmax. (Exactly tied rows: a cluster is taken only while it is the furthest
+below its expected count, so none ends 1 or more below while another is above.) The slack leaves the ordinary argmax labels of a converged plan (a
+few % off ``E_k``: e.g. sizes 177-186 for 180; soft plans at small lam, whose argmax counts
+can be tens of % off) unchanged; the price: tied rows stay in their argmax cluster when that is
+within the slack (a prior whose largest share is above ~1/2).
+
+Cost: one bincount of the labels per head; only when a cluster is overfull, two reads of the
+plan's rows (the expected counts, then the shares of the overfull clusters' rows; memory:
+those rows' plan entries) and a serial pass over the rows moved. With a process group,
+the decision is taken on the all-reduced counts and each rank rounds its own rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["CANDIDATE_SHARE", "OVERFULL_ABS", "OVERFULL_REL", "overfull", "round_plan"]
+
+OVERFULL_ABS = 2.0  # rows
+OVERFULL_REL = 1.0  # of the expected count: more than twice it
+# a moved row may go to the clusters where its plan share is at least this fraction of its
+# largest share (a Zipf prior over 309 clusters spans a factor 309)
+CANDIDATE_SHARE = 1e-3
+_BLOCK = 1 << 15  # rows read at once
+
+
+def _assign(q: np.ndarray, deficit: np.ndarray, nb) -> np.ndarray:
+    out = np.empty(q.shape[0], dtype=np.int64)
+    if nb:
+        nb.assign_by_deficit(q, deficit, CANDIDATE_SHARE, out)
+        return out
+    for i in range(q.shape[0]):  # pragma: no cover - exercised only without numba
+        ok = q[i] >= CANDIDATE_SHARE * q[i].max()
+        k = int(np.argmax(np.where(ok, deficit, -np.inf)))
+        out[i] = k
+        deficit[k] -= 1.0
+    return out
+
+
+def _rows(ops, v, h, idx):
+    return torch.cat([ops.rows(v, h, idx[i:i + _BLOCK]).cpu() for i in range(0, idx.numel(), _BLOCK)])
+
+
+def overfull(counts: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """(H, K) bool: argmax counts above the expected counts by more than the slack."""
+    return counts > expected + torch.clamp(OVERFULL_REL * expected, min=OVERFULL_ABS)
+
+
+def round_plan(ops, v: torch.Tensor, labels: torch.Tensor, mass: torch.Tensor, n_total: float,
+               allreduce) -> torch.Tensor:
+    """Fix the labels (H, N) of overfull clusters in place; see the module text.
+
+    ``mass`` (H, K): the plan's global column masses (sum 1); ``allreduce``: sums a tensor over
+    the process group (identity without one). ``ops`` is the back-end after ``labels(v)``.
+    """
+    from ._ops import _kernels
+
+    H, N = labels.shape
+    K = mass.shape[-1]
+    counts = torch.stack([torch.bincount(labels[h].cpu(), minlength=K) for h in range(H)]).double()
+    counts = allreduce(counts)
+    if not bool(overfull(counts, mass.cpu() * n_total).any()):
+        return labels
+    nb = _kernels()
+    all_rows = torch.arange(N)
+    for h in range(H):
+        expected = sum(ops.rows(v, h, all_rows[i:i + _BLOCK]).cpu().sum(0)
+                       for i in range(0, N, _BLOCK)).numpy()  # this rank's plan mass x N
+        lab = labels[h].cpu().numpy().copy()
+        full = np.nonzero(np.bincount(lab, minlength=K) > np.floor(expected + 0.5))[0]
+        if full.size == 0:
+            continue
+        moved = []
+        for k in full:
+            rows_k = np.nonzero(lab == k)[0]
+            share = _rows(ops, v, h, torch.from_numpy(rows_k))[:, k].numpy()
+            order = np.argsort(-share, kind="stable")  # largest share first
+            moved.append(rows_k[order[int(np.floor(expected[k] + 0.5)):]])
+        moved = np.sort(np.concatenate(moved))
+        lab[moved] = -1
+        deficit = expected - np.bincount(lab[lab >= 0], minlength=K)
+        q = _rows(ops, v, h, torch.from_numpy(moved)).numpy()
+        lab[moved] = _assign(q, deficit, nb)
+        labels[h] = torch.from_numpy(lab).to(labels.device)
+    return labels
