@@ -87,7 +87,8 @@ class DenseNumba:
             self._k, v.to(self.kmat.dtype).numpy(), self.u.numpy(), self.partial.numpy(), self.ncph
         )
         H, _, K = self.shape
-        return self.partial.view(H, self.ncph, K).sum(1)
+        # numpy adds the chunks in order (torch's CPU sum may split it by thread count)
+        return torch.from_numpy(self.partial.numpy().reshape(H, self.ncph, K).sum(1))
 
     def labels(self, v: torch.Tensor) -> torch.Tensor:
         self._nb.row_argmax(self._k, v.to(self.kmat.dtype).numpy(), self.labels_.numpy(), self.ncph)
