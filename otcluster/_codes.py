@@ -287,6 +287,48 @@ def _check_scores(scores: Any, out: Any) -> torch.Tensor:
     return scores.detach()
 
 
+def _check_warm(warm_start: Any, K: int, support: torch.Tensor | None, dev: torch.device) -> torch.Tensor:
+    """Centred float64 potentials (K,) on ``dev`` from a CodesResult or a vector."""
+    w = warm_start.log_v if isinstance(warm_start, CodesResult) else warm_start
+    if isinstance(w, (str, bytes)) or not hasattr(w, "__len__"):
+        raise TypeError(f"warm_start must be a CodesResult or a vector of K={K} potentials, "
+                        f"got {type(w).__name__}")
+    w = torch.as_tensor(w).detach().to(dev, torch.float64)
+    if w.shape != (K,):
+        raise ValueError(f"warm_start has shape {tuple(w.shape)}, expected ({K},)")
+    w = w if support is None else torch.where(support, w, torch.zeros_like(w))
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("warm_start has non-finite potentials where the prior is positive")
+    return w - w.mean()
+
+
+def _kernel(x: torch.Tensor, eps: float, r: torch.Tensor, out: torch.Tensor | None, group: Any):
+    """Write ``(S - max S) / eps`` (exponentiated in the scaling form) into the output buffer and
+    return the form's operations; raise if ``x`` holds NaN or inf."""
+    N, dev = x.shape[0], x.device
+    work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    # one pass for the range of the scores; NaN propagates into it, so it is also the check
+    mm = torch.aminmax(x) if N else (torch.tensor(math.inf), torch.tensor(-math.inf))
+    ext = torch.stack([mm[1].to(dev, torch.float64), -mm[0].to(dev, torch.float64)])
+    hi, neg_lo = _allreduce(ext, group, op="max").tolist()
+    if not (math.isfinite(hi) and math.isfinite(neg_lo)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"scores contain non-finite values ({bad} entries NaN or inf)")
+    pos = r[r > 0]
+    spread = (hi + neg_lo) / eps + float(torch.log(pos.max() / pos.min()))
+    buf = out if (out is not None and work == x.dtype) else torch.empty(x.shape, dtype=work, device=dev)
+    # (S - max) / eps: the constant only rescales the kernel, which no step sees. One pass
+    # (S / eps - max / eps) unless max / eps is so large that the difference would lose
+    # float32 digits (|max| / eps * 6e-8 relative); then subtract first, exactly.
+    if abs(hi) / eps <= 1e3 or work == torch.float64:
+        torch.add(torch.tensor(-hi / eps, dtype=work, device=dev), x, alpha=1.0 / eps, out=buf)
+    else:
+        torch.sub(x, hi, out=buf).mul_(1.0 / eps)
+    if spread <= _SCALING_LIMIT[work]:
+        return _Scaling(buf.exp_(), group)
+    return _LogDomain(buf, group)
+
+
 def sinkhorn_codes(
     scores: torch.Tensor | NDArray,
     *,
@@ -332,8 +374,8 @@ def sinkhorn_codes(
         must call with the same arguments.
     out : Tensor of shape (N, K), optional
         Buffer to write the codes into (contiguous, same dtype and device as ``scores``).
-        Reusing one saves the allocation (measured at 4096 x 3000 float32 on CPU: a fresh 49 MB
-        buffer cost ~12 ms of page faults, the whole solve ~4x less).
+        Reusing one saves the allocation: a fresh 49 MB buffer (4096 x 3000 float32) cost about
+        12 ms of page faults on a quiet 2-core CPU (see docs/benchmarks/codes.md).
 
     Returns
     -------
@@ -361,45 +403,10 @@ def sinkhorn_codes(
     dev = x.device
     r = _check_prior(prior, K, dev)
     support = None if bool((r > 0).all()) else r > 0
-    lv0 = None
-    if warm_start is not None:
-        w = warm_start.log_v if isinstance(warm_start, CodesResult) else warm_start
-        if isinstance(w, (str, bytes)) or not hasattr(w, "__len__"):
-            raise TypeError(f"warm_start must be a CodesResult or a vector of K={K} potentials, "
-                            f"got {type(w).__name__}")
-        w = torch.as_tensor(w).detach().to(dev, torch.float64)
-        if w.shape != (K,):
-            raise ValueError(f"warm_start has shape {tuple(w.shape)}, expected ({K},)")
-        w = w if support is None else torch.where(support, w, torch.zeros_like(w))
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError("warm_start has non-finite potentials where the prior is positive")
-        lv0 = w - w.mean()
-
-    work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    lv0 = None if warm_start is None else _check_warm(warm_start, K, support, dev)
     with torch.no_grad():
-        # one pass for the range of the scores; NaN propagates into it, so it is also the check
-        mm = torch.aminmax(x) if N else (torch.tensor(math.inf), torch.tensor(-math.inf))
-        ext = torch.stack([mm[1].to(dev, torch.float64), -mm[0].to(dev, torch.float64)])
-        hi, neg_lo = _allreduce(ext, process_group, op="max").tolist()
-        if not (math.isfinite(hi) and math.isfinite(neg_lo)):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"scores contain non-finite values ({bad} entries NaN or inf)")
-        pos = r[r > 0]
-        spread = (hi + neg_lo) / eps + float(torch.log(pos.max() / pos.min()))
-        buf = out if (out is not None and work == x.dtype) else torch.empty(x.shape, dtype=work, device=dev)
-        # (S - max) / eps: the constant only rescales the kernel, which no step sees. One pass
-        # (S / eps - max / eps) unless max / eps is so large that the difference would lose
-        # float32 digits (|max| / eps * 6e-8 relative); then subtract first, exactly.
-        if abs(hi) / eps <= 1e3 or work == torch.float64:
-            torch.add(torch.tensor(-hi / eps, dtype=work, device=dev), x, alpha=1.0 / eps, out=buf)
-        else:
-            torch.sub(x, hi, out=buf).mul_(1.0 / eps)
-        if spread <= _SCALING_LIMIT[work]:
-            ops: Any = _Scaling(buf.exp_(), process_group)
-        else:
-            ops = _LogDomain(buf, process_group)
-        logr = torch.log(r)
-        lv, it, err = _iterate(ops, logr, support, lv0, n_fixed=n_fixed, tol=tol_f,
+        ops = _kernel(x, eps, r, out, process_group)
+        lv, it, err = _iterate(ops, torch.log(r), support, lv0, n_fixed=n_fixed, tol=tol_f,
                                max_iter=int(max_iter))
         codes = ops.finish()
         if codes.dtype != x.dtype:
