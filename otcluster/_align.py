@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ._typing import ArrayLike, IntArrayLike
+from ._validation import as_tensor
 
 __all__ = [
     "AlignResult",
@@ -60,23 +61,9 @@ class AlignResult(NamedTuple):
 
 
 def _as_prob_tensor(x: object, name: str) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
-        t = torch.from_numpy(x)
-    elif isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype, got {t.dtype}")
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.float()
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_clusters), got shape {tuple(t.shape)}")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
-    return t
+    t = as_tensor(x, name, ndims=(2,), accept="arrays", shape="(n_samples, n_clusters)",
+                  nonempty=True)  # the core's one input coercer
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _check_probs(p_a: object, p_b: object) -> tuple[torch.Tensor, torch.Tensor]:

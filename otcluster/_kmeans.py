@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ._typing import ArrayLike
+from ._validation import as_array
 
 __all__ = ["KMeansResult", "kmeans_baseline"]
 
@@ -36,15 +37,8 @@ class KMeansResult(NamedTuple):
 
 
 def _as_features(features: Any) -> np.ndarray:
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu().numpy()
-    x = np.asarray(features)
-    if x.ndim != 2:
-        raise ValueError(f"features must have shape (n_samples, n_features), got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"features must be non-empty, got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ValueError(f"features must be real numbers, got dtype {x.dtype}")
+    x = as_array(features, "features", ndims=(2,), kind="real", shape="(n_samples, n_features)",
+                 nonempty=True)  # the core's one input coercer
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         raise ValueError(f"features contain {int((~np.isfinite(x)).sum())} NaN or infinite values")

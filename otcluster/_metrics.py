@@ -30,17 +30,10 @@ __all__ = [
 # --- validation --------------------------------------------------------------------------------
 
 def _as_label_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != ndim:
-        shape = "(n_samples,)" if ndim == 1 else "(n_heads, n_samples)"
-        raise ValueError(f"{name} must have shape {shape}, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must contain integer labels, got dtype {arr.dtype}")
-    return arr
+    from ._validation import as_array  # the core's one input coercer (imports torch: lazily)
+
+    shape = "(n_samples,)" if ndim == 1 else "(n_heads, n_samples)"
+    return as_array(x, name, ndims=(ndim,), kind="integer", shape=shape, nonempty=True)
 
 
 def _check_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:

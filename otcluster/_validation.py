@@ -95,26 +95,29 @@ def as_tensor(
     """
     if isinstance(x, torch.Tensor):
         t = x.detach() if detach else x
-    elif isinstance(x, np.ndarray):
-        if not _kind_ok(x.dtype, kind):
-            raise InputDTypeError(f"{name} {_KINDS[kind]}, got numpy dtype {x.dtype}")
-        t = _from_numpy(x)
+        _check_shape(tuple(t.shape), name, ndims, shape, nonempty)
+        if not _kind_ok(t.dtype, kind):
+            raise InputDTypeError(f"{name} {_KINDS[kind]}, got {t.dtype}")
+        return t
+    if isinstance(x, np.ndarray):
+        a = x
     elif accept == "array_like" or (accept == "sequences" and isinstance(x, (list, tuple))):
         a = np.asarray(x, dtype=np.float64) if kind == "float" else np.asarray(x)
-        if not _kind_ok(a.dtype, kind):
-            raise InputDTypeError(f"{name} {_KINDS[kind]}, got dtype {a.dtype}")
-        t = _from_numpy(a)
     else:
         raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
-    if not _kind_ok(t.dtype, kind):
-        raise InputDTypeError(f"{name} {_KINDS[kind]}, got {t.dtype}")
-    if t.dim() not in ndims:
+    _check_shape(a.shape, name, ndims, shape, nonempty)
+    if not _kind_ok(a.dtype, kind):
+        raise InputDTypeError(f"{name} {_KINDS[kind]}, got numpy dtype {a.dtype}")
+    return _from_numpy(a)
+
+
+def _check_shape(got: tuple[int, ...], name: str, ndims: tuple[int, ...], shape: str | None,
+                 nonempty: bool) -> None:
+    if len(got) not in ndims:
         dims = " or ".join(f"{d}-D" for d in ndims)
-        raise ValueError(f"{name} must be {dims}{' ' + shape if shape else ''}, "
-                         f"got shape {tuple(t.shape)}")
-    if nonempty and t.numel() == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
-    return t
+        raise ValueError(f"{name} must be {dims}{' ' + shape if shape else ''}, got shape {got}")
+    if nonempty and 0 in got:
+        raise ValueError(f"{name} must be non-empty, got shape {got}")
 
 
 def as_array(x: Any, name: str, **kwargs: Any) -> np.ndarray:

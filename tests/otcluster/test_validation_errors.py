@@ -357,3 +357,23 @@ def test_labeler_with_fewer_samples_than_clusters_points_to_sinkhorn_codes():
         SinkhornLabeler(5).fit(good(3, 5))
     with pytest.raises(ValueError, match="sinkhorn_codes"):
         SinkhornLabeler(5).fit_features(torch.randn(3, 4), torch.randn(5, 4))
+
+
+def test_one_input_coercer_for_the_core():
+    """Solver, alignment, metrics and the k-means baseline coerce inputs the same way: the
+    wrong kind of numbers is an InputDTypeError (a TypeError and a ValueError) naming the input,
+    and numpy views with negative strides are accepted."""
+    from otcluster import align, kmeans_baseline, nmi_score
+    from otcluster._validation import InputDTypeError
+
+    ints = np.zeros((6, 3), dtype=np.int64)
+    for call, name in ((lambda: sinkhorn(ints), "log_p"), (lambda: align(ints, ints), "p_a"),
+                       (lambda: nmi_score(np.zeros(4), np.zeros(4, dtype=int)), "y_true"),
+                       (lambda: kmeans_baseline(np.array([["a", "b"]]), 1), "features")):
+        with pytest.raises(InputDTypeError, match=name) as err:
+            call()
+        assert isinstance(err.value, TypeError) and isinstance(err.value, ValueError)
+    p = np.full((8, 3), 1 / 3)[::-1]
+    assert align(p, p).permutation.tolist() == [0, 1, 2]
+    y = np.arange(8)[::-1] % 2
+    assert nmi_score(y, y) == pytest.approx(1.0)
