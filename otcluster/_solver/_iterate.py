@@ -94,6 +94,23 @@ class _State:
             raise _non_finite_error(ops, self.lam)
         return (self.c * acc * torch.exp(logv)).clamp_min(1e-300)
 
+    def prior_free_mass(self) -> torch.Tensor:
+        """One pass: the column masses of the row-normalised kernel without potentials (what the
+        data alone gives each cluster), (H, K). Called before the first move (``logv`` is 0)."""
+        if float(self.g.abs().max()) <= 10.0:
+            # undo the absorbed potentials with v = exp(-g): entries the kernel flushed (below
+            # e^-55 of a row's maximum in float32) stay below e^-35 of the prior-free maximum
+            self.logv = -self.g
+            try:
+                return self.measure()
+            finally:
+                self.logv = torch.zeros_like(self.g)
+        self.ops.build(torch.zeros_like(self.g).to(self.device))
+        try:
+            return self.measure()
+        finally:
+            self.ops.build(self.g.to(self.device))
+
     def move(self, new: torch.Tensor) -> None:
         """Set the centred potentials to ``new``, absorbing them into the kernel when large."""
         new = new - new.mean(-1, keepdim=True)  # potentials are defined up to a constant
@@ -125,7 +142,15 @@ def solve(ops, problem: Problem, opts: SolverOptions, *, device: Any,
 
     mass = st.measure()
     n_iter = 1
-    r = sort_prior(prior, mass) if (problem.permute and not problem.uniform) else prior
+    r = prior
+    if problem.permute and not problem.uniform:
+        # eq. 4 ranks the clusters by the mass the data gives them. With a warm start the first
+        # pass measures the previous solve's plan, i.e. the previous clustering's sorted prior:
+        # the permutation drawn at the first clustering (a random network) was never revised
+        # (Zipf digits: NMI 0.495 +- 0.034 vs 0.560 +- 0.041 ranked by the prior-free masses).
+        free = mass if problem.g0 is None else st.prior_free_mass()
+        n_iter += problem.g0 is not None
+        r = sort_prior(prior, free)
     logr = torch.log(r.clamp_min(1e-300))
     phi = opts.phi  # 1: balanced; < 1: semi-relaxed columns (``_relaxed``)
     err = column_error(mass, logr, r, st.g + st.logv, phi)
