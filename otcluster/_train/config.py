@@ -64,6 +64,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "show_progress": (lambda v: isinstance(v, bool), "a bool"),
     "sinkhorn_tol": (_pos_float, "a positive number"),
     "sinkhorn_max_iter": (_pos_int, "a positive integer"),
+    "sinkhorn_tau": (_opt(_nonneg_float), "a non-negative number or None"),
     "sinkhorn_dtype": (lambda v: v in ("auto", "float32", "float64"),
                        "'auto', 'float32' or 'float64'"),
     "dense_max_bytes": (_opt(_pos_int), "a positive integer or None"),
@@ -126,6 +127,8 @@ class TrainerConfig:
         problem at lam=20 converges slowly. Measured on a 10-head digits clustering late in
         training: 231 passes at 1e-2, 1908 at 1e-3, with 99.5 % and 99.96 % of the labels of a
         5000-pass solve (cluster sizes 177-186 vs 178-182 for a prior of 180).
+    sinkhorn_tau : float or None, default None
+        Semi-relaxed cluster marginals: the labeler's ``tau`` (see :func:`otcluster.sinkhorn`).
     sinkhorn_dtype : {"auto", "float32", "float64"}, default "auto"
         The labeler's ``dtype``: precision of the solver's kernel. ``"auto"``: float32, and a
         solve that fails (relative column error above 0.05 or not finite) is redone in float64,
@@ -170,6 +173,7 @@ class TrainerConfig:
     sinkhorn_tol: float = 1e-2
     sinkhorn_max_iter: int = 1000
     sinkhorn_dtype: str = "auto"
+    sinkhorn_tau: float | None = None
     dense_max_bytes: int | None = 4 * 2**30
     align_max_samples: int | None = 100_000
     block_rows: int = 8192

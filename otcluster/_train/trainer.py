@@ -153,7 +153,7 @@ class SelfLabelTrainer:
         self.labeler_ = SinkhornLabeler(
             K, prior=cfg.prior, lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
             max_iter=cfg.sinkhorn_max_iter, dtype=cfg.sinkhorn_dtype, sigma=cfg.prior_sigma,
-            random_state=cfg.seed, process_group=process_group)
+            random_state=cfg.seed, process_group=process_group, tau=cfg.sinkhorn_tau)
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
 
         self.labels_: torch.Tensor | None = None
