@@ -154,7 +154,8 @@ def _anderson(hist_p: list[torch.Tensor], hist_f: list[torch.Tensor]) -> torch.T
     A = dF.T @ dF
     A = A + 1e-10 * A.diagonal().mean().clamp_min(1e-300) * torch.eye(A.shape[0], dtype=A.dtype,
                                                                           device=A.device)
-    gamma = torch.linalg.solve(A, dF.T @ F[:, -1])
+    # the m x m solve on the CPU: on CUDA it would load cuSOLVER for a 5 x 5 system
+    gamma = torch.linalg.solve(A.cpu(), (dF.T @ F[:, -1]).cpu()).to(A.device)
     return P[:, -1] + F[:, -1] - (dP + dF) @ gamma
 
 
