@@ -50,11 +50,8 @@ def cosine_scores(n: int, k: int, d: int = 32, seed: int = 0, dtype=torch.float3
 
 
 def assert_close(actual, expected, rtol: float = 1.3e-6, atol: float = 1e-5) -> None:
-    """``|actual - expected| <= atol + rtol |expected|`` everywhere, same shape.
-
-    (``torch.testing.assert_close`` imports torch.distributed.tensor on first use, which under
-    this suite's lazily registered ``otcluster_video`` failed with a circular import.)
-    """
+    """``|actual - expected| <= atol + rtol |expected|`` everywhere, same shape, compared in
+    float64 on the CPU (so float32 / float16 codes compare with a float64 reference directly)."""
     a, b = torch.as_tensor(actual).double().cpu(), torch.as_tensor(expected).double().cpu()
     assert a.shape == b.shape, (a.shape, b.shape)
     excess = (a - b).abs() - (atol + rtol * b.abs())
