@@ -15,9 +15,10 @@ few % off ``E_k``: e.g. sizes 177-186 for 180; soft plans at small lam, whose ar
 can be tens of % off) unchanged; the price: tied rows stay in their argmax cluster when that is
 within the slack (a prior whose largest share is above ~1/2).
 
-Cost: one bincount of the labels per head; only when a cluster is overfull, two reads of the
-plan's rows (the expected counts, then the shares of the overfull clusters' rows; memory:
-those rows' plan entries) and a serial pass over the rows moved. With a process group,
+Cost: one bincount of the labels per head; only when a cluster is overfull, one read of the
+plan's rows (expected counts, each row's share of its argmax cluster), one read of the moved
+rows and a serial pass over them; memory O(N + block x K) (flat 200k x 309 plan: see
+``benchmarks/bench_relaxed.py``). With a process group,
 the decision is taken on the all-reduced counts and each rank rounds its own rows.
 """
 
@@ -49,10 +50,6 @@ def _assign(q: np.ndarray, deficit: np.ndarray, nb) -> np.ndarray:
     return out
 
 
-def _rows(ops, v, h, idx):
-    return torch.cat([ops.rows(v, h, idx[i:i + _BLOCK]).cpu() for i in range(0, idx.numel(), _BLOCK)])
-
-
 def overfull(counts: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     """(H, K) bool: argmax counts above the expected counts by more than the slack."""
     return counts > expected + torch.clamp(OVERFULL_REL * expected, min=OVERFULL_ABS)
@@ -74,24 +71,30 @@ def round_plan(ops, v: torch.Tensor, labels: torch.Tensor, mass: torch.Tensor, n
     if not bool(overfull(counts, mass.cpu() * n_total).any()):
         return labels
     nb = _kernels()
-    all_rows = torch.arange(N)
     for h in range(H):
-        expected = sum(ops.rows(v, h, all_rows[i:i + _BLOCK]).cpu().sum(0)
-                       for i in range(0, N, _BLOCK)).numpy()  # this rank's plan mass x N
-        lab = labels[h].cpu().numpy().copy()
-        full = np.nonzero(np.bincount(lab, minlength=K) > np.floor(expected + 0.5))[0]
+        lab = labels[h].cpu()
+        # one pass: this rank's expected counts and each row's share of its argmax cluster
+        expected = torch.zeros(K, dtype=torch.float64)
+        share = torch.empty(N, dtype=torch.float64)
+        for lo in range(0, N, _BLOCK):
+            b = torch.arange(lo, min(N, lo + _BLOCK))
+            q = ops.rows(v, h, b).cpu()
+            expected += q.sum(0)
+            share[b] = q.gather(1, lab[b, None])[:, 0]
+        lab_np, share_np, expected_np = lab.numpy().copy(), share.numpy(), expected.numpy()
+        full = np.nonzero(np.bincount(lab_np, minlength=K) > np.floor(expected_np + 0.5))[0]
         if full.size == 0:
             continue
         moved = []
         for k in full:
-            rows_k = np.nonzero(lab == k)[0]
-            share = _rows(ops, v, h, torch.from_numpy(rows_k))[:, k].numpy()
-            order = np.argsort(-share, kind="stable")  # largest share first
-            moved.append(rows_k[order[int(np.floor(expected[k] + 0.5)):]])
-        moved = np.sort(np.concatenate(moved))
-        lab[moved] = -1
-        deficit = expected - np.bincount(lab[lab >= 0], minlength=K)
-        q = _rows(ops, v, h, torch.from_numpy(moved)).numpy()
-        lab[moved] = _assign(q, deficit, nb)
-        labels[h] = torch.from_numpy(lab).to(labels.device)
+            rows_k = np.nonzero(lab_np == k)[0]
+            order = np.argsort(-share_np[rows_k], kind="stable")  # largest share first
+            moved.append(rows_k[order[int(np.floor(expected_np[k] + 0.5)):]])
+        moved_t = torch.from_numpy(np.sort(np.concatenate(moved)))
+        lab_np[moved_t.numpy()] = -1
+        deficit = expected_np - np.bincount(lab_np[lab_np >= 0], minlength=K)
+        for lo in range(0, moved_t.numel(), _BLOCK):  # rows in index order, deficit carried over
+            b = moved_t[lo:lo + _BLOCK]
+            lab_np[b.numpy()] = _assign(ops.rows(v, h, b).cpu().numpy(), deficit, nb)
+        labels[h] = torch.from_numpy(lab_np).to(labels.device)
     return labels
