@@ -4,22 +4,25 @@ The label of a row is the argmax of its plan row. Where the plan does not decide
 identical or nearly so, a flat plan), argmax sends every such row to the same cluster: N
 identical rows all went to cluster 0 whatever the prior said. Here a cluster whose argmax count
 exceeds its plan mass ``E_k = sum_i Q_ik / c`` (the expected count) by more than
-``max(OVERFULL_ABS, OVERFULL_REL * E_k)`` keeps only its ``round(E_k)`` rows of largest plan
-share; the others are dealt out again, rows in index order, each to the cluster furthest below
-its expected count among those where the row's plan share is at least ``CANDIDATE_SHARE`` of its
-largest share. Deterministic; for exactly tied rows every cluster ends within 1 of ``N * prior_k``. A
-row the plan decides (share near 1) counts nearly 1 towards ``E_k``, so it is among the kept
-rows: it keeps its argmax. (Exactly tied rows: a cluster is taken only while it is the furthest
-below its expected count, so none ends 1 or more below while another is above.) The slack leaves the ordinary argmax labels of a converged plan (a
-few % off ``E_k``: e.g. sizes 177-186 for 180; soft plans at small lam, whose argmax counts
-can be tens of % off) unchanged; the price: tied rows stay in their argmax cluster when that is
-within the slack (a prior whose largest share is above ~1/2).
+``max(OVERFULL_ABS, OVERFULL_REL * E_k)`` (twice ``E_k``, at least 2 rows more) keeps only its
+``round(E_k)`` rows of largest plan share; the others are dealt out again, rows in index order,
+each to the cluster furthest below its expected count among those where the row's plan share is
+at least ``CANDIDATE_SHARE`` of its largest share. Deterministic.
+
+* Exactly tied rows end within 1 of ``N * prior_k`` in every cluster: a cluster is taken only
+  while it is the furthest below its expected count, so none ends 1 or more below while another
+  is above. This holds whenever argmax overfills past the slack: any prior whose largest share
+  is below 1/2; above it, tied rows stay in their argmax cluster.
+* A row the plan decides (share near 1) counts nearly 1 towards ``E_k``, so it is among the
+  kept rows: it keeps its argmax.
+* The slack leaves the argmax labels of ordinary plans unchanged: a converged plan at lam 20
+  (sizes a few % off ``E_k``, e.g. 177-186 for 180) and soft plans at small lam (tens of %).
 
 Cost: one bincount of the labels per head; only when a cluster is overfull, one read of the
 plan's rows (expected counts, each row's share of its argmax cluster), one read of the moved
-rows and a serial pass over them; memory O(N + block x K) (flat 200k x 309 plan: see
-``benchmarks/bench_relaxed.py``). With a process group,
-the decision is taken on the all-reduced counts and each rank rounds its own rows.
+rows and a serial pass over them; memory O(N + block x K) (a flat 200k x 309 plan: 2.5 s against
+0.3 s for argmax, ``benchmarks/bench_relaxed.py``). With a process group the decision is taken
+on the all-reduced counts and each rank rounds its own rows.
 """
 
 from __future__ import annotations
