@@ -166,7 +166,7 @@ def write_report(res: dict, out: Path) -> None:
         verdict = "met" if tol_r <= 1.0 else "not met"
         L += ["", f"Max |difference| between `n_iter=3` codes and SwAV's: "
                   f"{row['fixed3_vs_swav3_max_abs_diff']:.2e}. Goal (converged codes in no more time "
-                  f"than SwAV's 3 iterations): **{verdict}** (best converged ratio {tol_r:.2f}).", ""]
+                  f"than SwAV's 3 iterations): **{verdict}** (best converged ratio {tol_r:.3f}).", ""]
     L += ["![latency and marginal error per method](codes.png)", ""]
     (out / "codes.md").write_text("\n".join(L))
     try:
