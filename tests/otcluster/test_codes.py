@@ -353,6 +353,7 @@ def two_processes(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 def test_sharded_codes_equal_the_single_process_codes(two_processes):
     parts = [torch.load(two_processes / f"codes{r}.pt") for r in range(WORLD)]
