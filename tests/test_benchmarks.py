@@ -189,3 +189,27 @@ def test_bench_codes_quick(tmp_path):
         assert m["swav3"]["ratio_to_swav3"] == 1.0
     # at 1024 x 3000 SwAV's 3 iterations leave the cluster marginal off by more than 1e-3
     assert res["sizes"][1]["methods"]["swav3"]["error_median"] > 1e-3
+
+
+def test_bench_relaxed_quick(tmp_path):
+    """Relaxed vs balanced per pass, label rounding vs argmax (timings recorded, not asserted)."""
+    out = tmp_path / "relaxed.json"
+    _run([str(BENCH / "bench_relaxed.py"), "--quick", "--repeats", "1", "--json", str(out)],
+         cwd=tmp_path, timeout=300)
+    res = json.loads(out.read_text())
+    assert set(res["settings"]) == {"balanced", "tau=0.1", "tau=1", "tau=10"}
+    for s in res["settings"].values():
+        assert s["error"] <= 1e-3 and s["passes"] >= 1 and _finite_nonneg(s["solve_s"])
+    assert res["rounding"]["ordinary"]["labels_changed"] == 0.0
+    assert res["rounding"]["flat (all rows tied)"]["max_size_minus_expected"] < 1.0
+
+
+def test_bench_zipf_priors_quick(tmp_path):
+    _run([str(BENCH / "bench_zipf_priors.py"), "--quick", "--out", str(tmp_path)], cwd=tmp_path,
+         timeout=600)
+    res = json.loads((tmp_path / "zipf_priors.json").read_text())
+    for exp in ("digits", "synthetic"):
+        assert set(res[exp]) == {"uniform", "zipf (matched)", "uniform, tau=1", "zipf, tau=10"}
+        for r in res[exp].values():
+            assert 0.0 <= r["mean"] <= 1.0 and len(r["runs"]) == 1
+    assert "| zipf, tau=10 |" in (tmp_path / "zipf_priors.md").read_text()
