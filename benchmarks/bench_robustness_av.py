@@ -31,7 +31,7 @@ Seeds: ``--tuning-seeds`` are reserved for choosing settings (nothing is chosen 
 run only with ``--run-tuning``); ``--seeds`` are the held-out seeds, the only ones reported.
 Finished (world, seed, method) cells are cached in ``WORKDIR/<scale>/<world>/cells.json`` and
 reused, so an interrupted run resumes (and worlds can run in parallel processes). Writes
-``robustness_av.{json,md,png}`` into ``--out``.
+``<name>.{json,md,png}`` (default ``robustness_av``) into ``--out``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import tomllib
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_grid.py
 
@@ -143,12 +145,15 @@ def _recipe_cells(run: Path, truth_csv: Path, y: np.ndarray) -> dict:
     return out
 
 
-def _overrides(k: int, seed: int, cache: Path) -> list[str]:
-    return [f"heads.n_clusters={k}", f"training.seed={seed}", f"data.cache_dir=\"{cache}\""]
+def _overrides(k: int, seed: int, cache: Path, extra: list[str]) -> list[str]:
+    return [f"heads.n_clusters={k}", f"training.seed={seed}", f"data.cache_dir=\"{cache}\"", *extra]
 
 
-def _preset(k: int, seed: int, cache: Path, epochs: int | None):
+def _preset(k: int, seed: int, cache: Path, epochs: int | None, extra: list[str] = ()):
     over = {"heads.n_clusters": k, "training.seed": seed, "data.cache_dir": str(cache)}
+    for item in extra:  # KEY=VALUE, VALUE in TOML as on the command line
+        key, value = item.split("=", 1)
+        over[key.strip()] = tomllib.loads(f"v = {value}")["v"]
     if epochs is not None:
         over["training.epochs"] = epochs
     return load_preset("cpu", over)
@@ -220,7 +225,7 @@ def single_stream(manifest: Path, y: np.ndarray, config, modality: str, ckpt: Pa
 
 
 def run_cell(world: str, seed: int, work: Path, cells: Cells, *, vpc: int, epochs: int | None,
-             methods: set[str]) -> dict:
+             methods: set[str], extra: list[str] = ()) -> dict:
     """All methods of one (world, seed); cached cells are reused."""
     spec = WORLDS[world]
     base = work / world / f"seed{seed}"
@@ -240,7 +245,7 @@ def run_cell(world: str, seed: int, work: Path, cells: Cells, *, vpc: int, epoch
         k = spec.n_classes
         t0 = time.perf_counter()
         if any(m in EVAL_ROWS or m == METHODS[0] for m in todo):
-            sets = [a for o in _overrides(k, seed, cache) for a in ("--set", o)]
+            sets = [a for o in _overrides(k, seed, cache, list(extra)) for a in ("--set", o)]
             ep = [] if epochs is None else ["--epochs", str(epochs)]
             _cli("train", "--data", str(manifest), "--out", str(run), "--preset", "cpu", *sets, *ep,
                  "--device", "cpu", "--quiet")
@@ -248,7 +253,7 @@ def run_cell(world: str, seed: int, work: Path, cells: Cells, *, vpc: int, epoch
             _cli("evaluate", "--run", str(run), "--truth", str(truth), "--device", "cpu", "--quiet")
             for m, v in _recipe_cells(run, truth, y).items():
                 cells.put(world, seed, m, {**v, "seconds": time.perf_counter() - t0})
-        config = _preset(k, seed, cache, epochs)
+        config = _preset(k, seed, cache, epochs, extra)
         if any(m in SUPERVISED for m in todo):
             t0 = time.perf_counter()
             for m, v in supervised(manifest, y, config, seed).items():
@@ -306,7 +311,8 @@ def diagnose(s: dict) -> str:
     for m in ("video", "audio"):
         sup, heads = g(f"supervised, {m}"), g(f"{m} heads")
         if sup is not None and sup < 0.5:
-            parts.append(f"{m} encoder cannot represent the classes (supervised {100 * sup:.0f})")
+            parts.append(f"{m} encoder does not represent the classes at this budget "
+                         f"(supervised {100 * sup:.0f})")
         elif sup is not None and heads is not None and heads < 0.5 * sup:
             parts.append(f"{m} self-labels miss what its encoder can represent "
                          f"({100 * heads:.0f} vs supervised {100 * sup:.0f})")
@@ -319,9 +325,9 @@ def diagnose(s: dict) -> str:
     return "; ".join([head, *parts])
 
 
-def write_report(res: dict, out: Path) -> None:
+def write_report(res: dict, out: Path, name: str = "robustness_av") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "robustness_av.json").write_text(json.dumps(res, indent=1))
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
     sp = res["split"]
     L = ["# Robustness of the labels over synthetic audio-visual worlds", "",
          f"Measured by `{res['command']}` on {res['machine']} (load average "
@@ -367,14 +373,14 @@ def write_report(res: dict, out: Path) -> None:
             L.append(f"| {m} | {f(r['methods'], m)} | {100 * v['ari']:.1f} ± {100 * v['ari_std']:.1f} | "
                      f"{100 * v['acc']:.1f} ± {100 * v['acc_std']:.1f} | {v['seconds']:.0f} |")
         L.append("")
-    L += ["![NMI per world](robustness_av.png)", ""]
+    L += [f"![NMI per world]({name}.png)", ""]
     if res.get("findings"):
         L[6:6] = ["## Findings", "", res["findings"], ""]
-    (out / "robustness_av.md").write_text("\n".join(L))
-    plot(res, out)
+    (out / f"{name}.md").write_text("\n".join(L))
+    plot(res, out / f"{name}.png")
 
 
-def plot(res: dict, out: Path) -> None:
+def plot(res: dict, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,7 +407,7 @@ def plot(res: dict, out: Path) -> None:
     ax.set_ylabel("NMI, % (mean ± sd over held-out seeds)")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
-    fig.savefig(out / "robustness_av.png", dpi=110)
+    fig.savefig(png, dpi=110)
     plt.close(fig)
 
 
@@ -419,7 +425,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--videos-per-class", type=int, default=16)
     p.add_argument("--methods", default="all",
                    help="comma-separated method prefixes (default all), e.g. 'both,video heads,supervised'")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra preset override for every run (repeatable; a lever to compare)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    p.add_argument("--name", default="robustness_av", help="stem of the output files")
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-robustness-av")
     p.add_argument("--findings", type=Path, help="Markdown file of findings to put in the report")
     p.add_argument("--quick", action="store_true",
@@ -436,7 +445,8 @@ def main(argv: list[str] | None = None) -> dict:
         a.seeds, a.epochs, a.videos_per_class = a.seeds[:1], 1, 2
     methods = set(METHODS) if a.methods == "all" else {m.strip() for m in a.methods.split(",")}
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    tag = f"vpc{a.videos_per_class}-e{a.epochs or 'preset'}"
+    tag = f"vpc{a.videos_per_class}-e{a.epochs or 'preset'}" + "".join(
+        "-" + "".join(c if c.isalnum() or c in "._" else "_" for c in o) for o in a.sets)
     work = a.workdir / tag
     work.mkdir(parents=True, exist_ok=True)
     cells = Cells(work)
@@ -445,7 +455,8 @@ def main(argv: list[str] | None = None) -> dict:
     bar = tqdm([(w, s) for w in worlds for s in seeds], desc="cells", unit="cell")
     for w, s in bar:
         bar.set_postfix_str(f"{w} seed {s}")
-        r = run_cell(w, s, work, cells, vpc=a.videos_per_class, epochs=a.epochs, methods=methods)
+        r = run_cell(w, s, work, cells, vpc=a.videos_per_class, epochs=a.epochs, methods=methods,
+                     extra=a.sets)
         if s in a.seeds:
             per[w].append(r)
         both = (r.get("both streams (labels.csv)") or {}).get("nmi")
@@ -465,7 +476,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{a.epochs or preset.training.epochs} epochs"
                   + (" (`--epochs`; the preset has " f"{preset.training.epochs})" if a.epochs else "")
                   + "; `train --preset cpu --set heads.n_clusters=K` plus `training.seed` = the seed "
-                    "and a per-run `data.cache_dir`."),
+                    "and a per-run `data.cache_dir`"
+                  + "".join(f", `--set {o}`" for o in a.sets) + "."),
+        "overrides": a.sets,
         "wall_s": time.perf_counter() - t0,
         "worlds": {},
     }
@@ -477,11 +490,11 @@ def main(argv: list[str] | None = None) -> dict:
                             "methods": s, "targets": targets(s), "diagnosis": diagnose(s)}
     if a.findings is not None:
         res["findings"] = a.findings.read_text().strip()
-    write_report(res, a.out)
+    write_report(res, a.out, a.name)
     for w, r in res["worlds"].items():
         print(f"{w:>9}: {r['diagnosis']}; targets " + ", ".join(
             f"{k}: {v}" for k, v in r["targets"].items()))
-    print(f"wrote {a.out / 'robustness_av.md'}")
+    print(f"wrote {a.out / (a.name + '.md')}")
     return res
 
 
