@@ -7,7 +7,7 @@ semi-relaxed marginals (``tau``), mean ± sd over seeds kept out of tuning.
 Two experiments, NMI scored with :mod:`otcluster.metrics`:
 
 * ``digits``: scikit-learn digits, two views (top / bottom rows, see ``bench_quality.py``),
-  Zipf-skewed (class r keeps 1/r of its samples, N = 527), trained from scratch by
+  Zipf-skewed (class r keeps 1/r of its samples, N = 525), trained from scratch by
   :class:`otcluster.SelfLabelTrainer` (24 epochs, λ = 20); head 0's labels.
 * ``synthetic``: no training. A Gaussian mixture (K = 10, D = 8) with Zipf class sizes (s = 1,
   N = 2000); a "network" whose log-probabilities are a softmax over noisy class centres (the
