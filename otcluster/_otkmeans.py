@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import numbers
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -49,15 +48,13 @@ _SMALL_PROBLEM = 1 << 16
 INITS = ("k-means++", "random")
 
 
-@contextlib.contextmanager
-def _few_threads_if_small(numel: int) -> Iterator[None]:
+def _few_threads_if_small(numel: int) -> contextlib.AbstractContextManager[Any]:
     """Run torch single-threaded on small problems (restored afterwards).
 
     Below ~65k cost entries parallel regions cost more than they save, and on an oversubscribed
     machine waiting for the other threads made each small matrix product ~100x slower.
     """
-    with limit_threads(1) if numel <= _SMALL_PROBLEM else contextlib.nullcontext():
-        yield
+    return limit_threads(1) if numel <= _SMALL_PROBLEM else contextlib.nullcontext()
 
 
 def _pairwise_cost(x: torch.Tensor, c: torch.Tensor, metric: str) -> torch.Tensor:
@@ -108,9 +105,7 @@ def _warn_unconverged(n_bad: int, n_total: int, tol: float) -> None:
             f"{n_bad} of {n_total} transport assignments stopped at the Sinkhorn iteration cap "
             f"before reaching sinkhorn_tol={tol:g}; labels come from the partially balanced plan. "
             "Lower lam or raise sinkhorn_tol for exact cluster proportions.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+            ConvergenceWarning, stacklevel=3)
 
 
 class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -205,19 +200,9 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
     """
 
     def __init__(
-        self,
-        n_clusters: int = 8,
-        *,
-        prior: Any = "uniform",
-        metric: str = "sqeuclidean",
-        lam: float = 20.0,
-        max_iter: int = 100,
-        tol: float = 1e-4,
-        sinkhorn_tol: float = 1e-3,
-        n_init: int = 1,
-        init: Any = "k-means++",
-        random_state: Any = None,
-        device: Any = None,
+        self, n_clusters: int = 8, *, prior: Any = "uniform", metric: str = "sqeuclidean",
+        lam: float = 20.0, max_iter: int = 100, tol: float = 1e-4, sinkhorn_tol: float = 1e-3,
+        n_init: int = 1, init: Any = "k-means++", random_state: Any = None, device: Any = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.prior = prior
