@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
+from ._distributed import all_reduce_max, all_reduce_sum
+from ._solver._priors import validate_prior
 from ._typing import ArrayLike, NDArray
 
 if TYPE_CHECKING:
@@ -70,15 +72,6 @@ class CodesResult(NamedTuple):
     error: torch.Tensor
 
 
-def _allreduce(t: torch.Tensor, group: Any, op: str = "sum") -> torch.Tensor:
-    if group is None:
-        return t
-    import torch.distributed as dist
-
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=group)
-    return t
-
-
 class _Scaling:
     """Scaling form on the kernel ``A`` (N, K), held in the output buffer.
 
@@ -108,7 +101,7 @@ class _Scaling:
         else:
             u = torch.exp(-ls).to(self.a.dtype)  # in [1/K, e^limit]: no normalisation needed
             t = torch.mv(self.a.t(), u)
-        return torch.log(_allreduce(t.double(), self.group))
+        return torch.log(all_reduce_sum(t.double(), self.group))
 
     def finish(self) -> torch.Tensor:
         """Turn the buffer into the codes of the potentials last passed to ``row``."""
@@ -135,9 +128,9 @@ class _LogDomain:
         if self.group is None:
             return torch.logsumexp(x, dim=0).double()
         # log-sum-exp across processes: global column maxima, then a sum of exponentials
-        mx = _allreduce(x.amax(0).double(), self.group, op="max")
+        mx = all_reduce_max(x.amax(0).double(), self.group)
         t = torch.exp(x - mx.to(x.dtype)).sum(0, dtype=torch.float64)
-        return mx + torch.log(_allreduce(t, self.group))
+        return mx + torch.log(all_reduce_sum(t, self.group))
 
     def finish(self) -> torch.Tensor:
         assert self.lv is not None and self.ls is not None
@@ -233,16 +226,7 @@ def _check_prior(prior: Any, K: int, device: torch.device) -> torch.Tensor:
     if isinstance(prior, str):
         raise ValueError(f"prior must be None, 'uniform' or a vector of K={K} cluster shares, got "
                          f"{prior!r} (otcluster.make_prior builds named priors)")
-    p = torch.as_tensor(np.asarray(prior.detach().cpu() if isinstance(prior, torch.Tensor) else prior,
-                                   dtype=np.float64))
-    if p.shape != (K,):
-        raise ValueError(f"prior has shape {tuple(p.shape)}, expected ({K},) for K={K} prototypes")
-    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
-        raise ValueError("prior must be finite and non-negative")
-    total = float(p.sum())
-    if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"prior must sum to 1 (cluster shares), it sums to {total:.6g}")
-    return (p / total).to(device)
+    return validate_prior(prior, K, None, atol=1e-6).to(device)
 
 
 def _check_args(eps: Any, n_iter: Any, tol: Any, max_iter: Any) -> tuple[float, int | None, float]:
@@ -311,7 +295,7 @@ def _kernel(x: torch.Tensor, eps: float, r: torch.Tensor, out: torch.Tensor | No
     # one pass for the range of the scores; NaN propagates into it, so it is also the check
     mm = torch.aminmax(x) if N else (torch.tensor(math.inf), torch.tensor(-math.inf))
     ext = torch.stack([mm[1].to(dev, torch.float64), -mm[0].to(dev, torch.float64)])
-    hi, neg_lo = _allreduce(ext, group, op="max").tolist()
+    hi, neg_lo = all_reduce_max(ext, group).tolist()
     if not (math.isfinite(hi) and math.isfinite(neg_lo)):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"scores contain non-finite values ({bad} entries NaN or inf)")
