@@ -94,7 +94,8 @@ def check_sizes(N: int, K: int, name: str, process_group: Any) -> None:
     if K < 2:
         raise ValueError(f"{name} must have at least K=2 clusters, got K={K}")
     if K > N and process_group is None:
-        raise ValueError(f"K={K} clusters is more than N={N} samples")
+        raise ValueError(f"K={K} clusters is more than N={N} samples: hard labels need N >= K. Use "
+                         "otcluster.sinkhorn_codes for soft codes (K > N allowed), or a larger batch")
 
 
 def _resolve_prior(prior: Any, K: int, H: int, batched: bool) -> tuple[torch.Tensor, bool]:
