@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from otcluster_video.demo import DEMO_DATA, main, run_demo, verdict
+from otcluster_video.demo import DEMO_DATA, headline, main, run_demo, verdict
 
 
-def _rows(both: float, video: float, audio: float, rand: float) -> list[dict]:
+def _rows(both: float, video: float, audio: float, rand: float, trained: float = 0.5) -> list[dict]:
     rows = [
         {"method": "SeLaVi heads", "streams": "video+audio", "head": 0, "nmi": both},
         {"method": "SeLaVi heads", "streams": "video", "head": 0, "nmi": video},
@@ -20,18 +20,30 @@ def _rows(both: float, video: float, audio: float, rand: float) -> list[dict]:
     ]
     for s in ("video", "audio", "video+audio"):
         rows.append({"method": "k-means, random init", "streams": s, "head": None, "nmi": rand})
-        rows.append({"method": "k-means, SeLaVi features", "streams": s, "head": None, "nmi": 0.5})
+        rows.append({"method": "k-means, SeLaVi features", "streams": s, "head": None,
+                     "nmi": trained if s == "audio" else 0.1})  # the best stream counts
     return rows
 
 
-def test_verdict_compares_head_0_of_both_streams_with_each_stream_and_kmeans():
-    good = verdict({"ground_truth": True, "rows": _rows(0.9, 0.8, 0.7, 0.5)})
+def test_verdict_compares_head_0_of_both_streams_with_each_rival():
+    good = verdict({"ground_truth": True, "rows": _rows(0.9, 0.8, 0.7, 0.5)}, seed=3)
     assert "both streams 90.0" in good and "video alone 80.0" in good and "audio alone 70.0" in good
-    assert "beat each stream alone" in good and "NOT" not in good
+    assert "On this run (seed 3), both streams together beat" in good and "NOT" not in good
     # a single stream ahead (head 1's 0.99 is not head 0 and does not count)
-    assert "NOT" in verdict({"ground_truth": True, "rows": _rows(0.8, 0.85, 0.7, 0.5)})
-    assert "NOT" in verdict({"ground_truth": True, "rows": _rows(0.8, 0.7, 0.7, 0.81)})
+    bad = verdict({"ground_truth": True, "rows": _rows(0.8, 0.85, 0.7, 0.5)})
+    assert bad.endswith("On this run, both streams together do NOT beat the video heads.")
+    bad = verdict({"ground_truth": True, "rows": _rows(0.8, 0.7, 0.7, 0.81)})
+    assert bad.endswith("do NOT beat k-means on random-init features.")
+    # k-means on the trained features (best stream: audio here) is a rival too; a tie is no win
+    bad = verdict({"ground_truth": True, "rows": _rows(0.8, 0.8, 0.7, 0.5, trained=0.85)})
+    assert bad.endswith("do NOT beat the video heads, k-means on the trained features.")
     assert verdict({"ground_truth": False, "rows": []}).startswith("no ground truth")
+
+
+def test_headline_picks_head_0_and_the_best_kmeans_stream():
+    h = headline({"rows": _rows(0.9, 0.8, 0.7, 0.5, trained=0.6)})
+    assert h == pytest.approx({"both": 90.0, "video": 80.0, "audio": 70.0, "self_labels": 90.0,
+                               "kmeans_random": 50.0, "kmeans_trained": 60.0})
 
 
 def test_tiny_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path, capsys):
@@ -59,8 +71,35 @@ def test_demo_defaults_and_cli(tmp_path, monkeypatch):
     assert DEMO_DATA["n_classes"] >= 2 and DEMO_DATA["broken"] > 0  # the demo shows skipped files
     seen = {}
     monkeypatch.setattr("otcluster_video.demo.run_demo",
-                        lambda out, fresh, progress: seen.update(out=out, fresh=fresh, progress=progress))
+                        lambda out, **kw: seen.update(out=out, **kw))
     assert main(["--out", str(tmp_path), "--fresh", "--quiet"]) == 0
-    assert seen == {"out": str(tmp_path), "fresh": True, "progress": False}
-    with pytest.raises(SystemExit):
-        main(["--no-such-flag"])
+    assert seen == {"out": str(tmp_path), "seed": None, "fresh": True, "progress": False}
+    assert main(["--out", str(tmp_path), "--seed", "3"]) == 0
+    assert seen["seed"] == 3 and seen["fresh"] is False
+    for bad in (["--no-such-flag"], ["--seed", "-1"], ["--seed", "x"]):
+        with pytest.raises(SystemExit):
+            main(bad)
+
+
+def test_seed_sets_the_data_and_the_training_seed(tmp_path, monkeypatch):
+    import otcluster_video.recipe as recipe
+    import otcluster_video.synth as synth
+
+    class _Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_prepare(data_dir, run_dir, *, overrides, **kw):
+        seen["overrides"] = overrides
+        raise _Stop
+
+    monkeypatch.setattr(synth, "make_synthetic_dataset", lambda folder, **cfg: seen.update(cfg))
+    monkeypatch.setattr(recipe, "prepare", fake_prepare)
+    with pytest.raises(_Stop):
+        run_demo(tmp_path / "d", seed=4, progress=False)
+    assert seen["seed"] == 4 and seen["n_videos"] == DEMO_DATA["n_videos"]
+    assert seen["overrides"]["training.seed"] == 4
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            run_demo(tmp_path / "e", seed=bad, progress=False)
