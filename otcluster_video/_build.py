@@ -93,11 +93,6 @@ def trainer_config(
         prior=t.prior if isinstance(t.prior, str) else list(t.prior),
         align=None if t.align == "none" else t.align,
     )
-    if t.prior == "zipf" and "zipf_exponent" not in fields and t.zipf_exponent != 1.0:
-        raise ValueError(
-            "training.zipf_exponent: this version of otcluster's trainer supports only the "
-            "exponent 1.0; give the shares as a vector (training.prior = [...]) instead"
-        )
     return TrainerConfig(
         heads=HeadConfig(**_same_named(config.heads, HeadConfig)),
         num_workers=config.data.num_workers,

@@ -353,16 +353,22 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ClusteringConfig:
-    """When to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) **
-    schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated)."""
+    """When and how to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) **
+    schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
+
+    ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)`` instead
+    of sizes fixed to the prior (see :func:`otcluster.sinkhorn`); left out: fixed sizes."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
+    sinkhorn_tau: float | None = None
 
     _SECTION: ClassVar[str] = "clustering"
     _RULES: ClassVar[dict[str, Rule]] = {
         "n_clusterings": _at_least(1),
         "schedule_power": _above(0),
+        "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
+                         "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
     }
     _CROSS: ClassVar[list] = []
 

@@ -294,7 +294,8 @@ def _toml_value(value: Any) -> str:
 
 def _to_toml(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
     lines = []
-    scalars = [(k, v) for k, v in tree.items() if not isinstance(v, Mapping)]
+    # None (an optional setting left out) has no TOML form: leaving the key out reads back as None
+    scalars = [(k, v) for k, v in tree.items() if not isinstance(v, Mapping) and v is not None]
     tables = [(k, v) for k, v in tree.items() if isinstance(v, Mapping)]
     if prefix and scalars:
         lines += ["", f"[{'.'.join(prefix)}]"]

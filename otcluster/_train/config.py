@@ -50,6 +50,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warmup_epochs": (_nonneg_int, "a non-negative integer"),
     "lam": (_pos_float, "a positive number"),
     "prior_sigma": (_nonneg_float, "a non-negative number"),
+    "zipf_exponent": (_nonneg_float, "a non-negative number"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -96,6 +97,8 @@ class TrainerConfig:
         onto the clusters at every clustering (eq. 4); a vector keeps its order (its k-th
         entry is cluster k's share).
     prior_sigma : float
+    zipf_exponent : float, default 1.0
+        Exponent ``s`` of the Zipf prior (``p_k ∝ k ** -s``).
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -158,6 +161,7 @@ class TrainerConfig:
     lam: float = 20.0
     prior: str | list = "gaussian"
     prior_sigma: float = 0.1
+    zipf_exponent: float = 1.0
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

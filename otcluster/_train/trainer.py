@@ -153,6 +153,7 @@ class SelfLabelTrainer:
         self.labeler_ = SinkhornLabeler(
             K, prior=cfg.prior, lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
             max_iter=cfg.sinkhorn_max_iter, dtype=cfg.sinkhorn_dtype, sigma=cfg.prior_sigma,
+            zipf_exponent=cfg.zipf_exponent,
             random_state=cfg.seed, process_group=process_group, tau=cfg.sinkhorn_tau)
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
 

@@ -85,7 +85,7 @@ def test_sections_use_the_core_field_names():
     heads = {f.name for f in dataclasses.fields(HeadConfig)}
     assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core
     assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core
-    assert {f.name for f in dataclasses.fields(cfg.training)} - core <= {"zipf_exponent"}
+    assert {f.name for f in dataclasses.fields(cfg.training)} <= core
     t = trainer_config(cfg, world_size=2)
     assert (t.heads.hidden_dim, t.heads.n_clusters, t.head_groups) == (128, 6, 1)
     assert (t.prior, t.prior_sigma, t.align, t.schedule_power) == ("uniform", 0.1, "greedy", 1.5)
@@ -190,14 +190,39 @@ def test_prior_from_a_file_relative_to_the_preset(tmp_path):
         load_preset(path)
 
 
-def test_zipf_exponent_reaches_the_trainer_or_is_refused():
-    from otcluster import TrainerConfig
+def test_zipf_exponent_and_tau_reach_the_trainer_and_its_labeler():
+    from otcluster import SelfLabelTrainer
     from otcluster_video._build import trainer_config
 
-    cfg = load_preset("cpu", {"training.prior": "zipf", "training.zipf_exponent": 2.0})
-    if "zipf_exponent" in {f.name for f in dataclasses.fields(TrainerConfig)}:
-        assert trainer_config(cfg).zipf_exponent == 2.0
-    else:
-        with pytest.raises(ValueError, match="zipf_exponent"):
-            trainer_config(cfg)
+    cfg = load_preset("cpu", {"training.prior": "zipf", "training.zipf_exponent": 2.0,
+                              "clustering.sinkhorn_tau": 1.5})
+    t = trainer_config(cfg)
+    assert (t.zipf_exponent, t.sinkhorn_tau) == (2.0, 1.5)
+    assert trainer_config(load_preset("cpu")).sinkhorn_tau is None  # left out: exact sizes
     assert trainer_config(load_preset("cpu", {"training.prior": "zipf"})).prior == "zipf"
+    # the labeler the trainer builds gets both (it owns the prior)
+    import torch
+    from torch import nn
+
+    class Enc(nn.Module):
+        def forward(self, x):
+            return x
+
+    data = [{"video": torch.randn(4), "index": i} for i in range(12)]
+    t = dataclasses.replace(t, epochs=1, batch_size=4, show_progress=False, align=None,
+                            heads=dataclasses.replace(t.heads, n_clusters=3, n_heads=1,
+                                                      hidden_dim=None), head_groups=1)
+    lab = SelfLabelTrainer({"video": Enc()}, data, t).labeler_
+    assert (lab.zipf_exponent, lab.tau) == (2.0, 1.5)
+    with pytest.raises(ValueError, match="clustering.sinkhorn_tau"):
+        load_preset("cpu", {"clustering.sinkhorn_tau": 0.0})
+
+
+def test_optional_tau_round_trips_through_the_run_config(tmp_path):
+    from otcluster_video._preset import config_to_toml
+
+    for overrides in ({}, {"clustering.sinkhorn_tau": 2.5}):
+        cfg = load_preset("cpu", overrides)
+        path = tmp_path / "config.toml"
+        path.write_text(config_to_toml(cfg))
+        assert load_preset(path) == cfg
