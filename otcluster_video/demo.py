@@ -230,7 +230,8 @@ def verdict(result: dict[str, Any], seed: int | None = None) -> str:
             f"On {run}, both streams together beat each stream alone and k-means on the "
             "random-init and on the trained features."
         )
-    return text + f"On {run}, both streams together do NOT beat " + ", ".join(lost) + "."
+    named = lost[0] if len(lost) == 1 else ", ".join(lost[:-1]) + " or " + lost[-1]
+    return text + f"On {run}, both streams together do NOT beat {named}."
 
 
 def main(argv: Sequence[str] | None = None) -> int:

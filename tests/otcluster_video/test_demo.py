@@ -36,7 +36,10 @@ def test_verdict_compares_head_0_of_both_streams_with_each_rival():
     assert bad.endswith("do NOT beat k-means on random-init features.")
     # k-means on the trained features (best stream: audio here) is a rival too; a tie is no win
     bad = verdict({"ground_truth": True, "rows": _rows(0.8, 0.8, 0.7, 0.5, trained=0.85)})
-    assert bad.endswith("do NOT beat the video heads, k-means on the trained features.")
+    assert bad.endswith("do NOT beat the video heads or k-means on the trained features.")
+    bad = verdict({"ground_truth": True, "rows": _rows(0.5, 0.8, 0.7, 0.6, trained=0.85)})
+    assert bad.endswith("do NOT beat the video heads, the audio heads, k-means on random-init "
+                        "features or k-means on the trained features.")
     assert verdict({"ground_truth": False, "rows": []}).startswith("no ground truth")
 
 
