@@ -36,8 +36,10 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# ruff on everything; mypy on the core and tests/typing (configuration: [tool.mypy] in pyproject.toml)
 lint: install
 	$(VENV)/bin/ruff check otcluster otcluster_video benchmarks tests
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/bench_solver.py
