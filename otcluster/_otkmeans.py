@@ -228,7 +228,7 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
         def positive_float(name: str) -> float:
             value = getattr(self, name)
             if (not isinstance(value, numbers.Real) or isinstance(value, bool)
-                    or not np.isfinite(value) or value <= 0):
+                    or not np.isfinite(float(value)) or value <= 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
             return float(value)
 
@@ -361,6 +361,7 @@ class OTKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, 
                 if best is None or run[2] < best[2]:
                     best = run
         _warn_unconverged(stats[1], stats[0], float(self.sinkhorn_tol))
+        assert best is not None  # n_runs >= 1
         labels, centers, inertia, n_iter, r = best
         self.labels_ = labels.cpu().numpy().astype(np.int64)
         self.cluster_centers_ = centers.cpu().numpy().astype(X.dtype, copy=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._typing import ArrayLike
 from .._validation import as_float_tensor, check_finite_blocks
 from . import _ops
 from ._iterate import solve
@@ -19,7 +20,7 @@ __all__ = ["sinkhorn", "sinkhorn_features"]
 
 
 def sinkhorn(
-    log_p: Any,
+    log_p: ArrayLike,
     *,
     lam: float = 20.0,
     prior: Any = None,
@@ -126,8 +127,8 @@ def sinkhorn(
 
 
 def sinkhorn_features(
-    features: Any,
-    weight: Any,
+    features: ArrayLike,
+    weight: ArrayLike,
     bias: Any = None,
     *,
     lam: float = 20.0,

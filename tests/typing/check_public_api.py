@@ -23,6 +23,8 @@ from otcluster import (
     permute_linear,
     permute_linear_,
     select_head,
+    sinkhorn,
+    sinkhorn_features,
 )
 
 
@@ -42,6 +44,9 @@ def accepted() -> None:
     head_agreement([[0, 1, 1], [1, 0, 0]])
     select_head(np.zeros((2, 5), dtype=np.int64))
     kmeans_baseline(np.random.default_rng(0).random((100, 4)), 3)
+    sinkhorn(torch.randn(10, 3))
+    sinkhorn(np.zeros((2, 10, 3)), prior="zipf")
+    sinkhorn_features(torch.randn(10, 4), torch.randn(3, 4))
 
 
 def rejected() -> None:
@@ -53,3 +58,5 @@ def rejected() -> None:
     nmi_score("abc", [0, 1, 2])  # type: ignore[arg-type]
     cluster_report([0.5, 1.5], [0, 1])  # type: ignore[arg-type]
     kmeans_baseline("features", 3)  # type: ignore[arg-type]
+    sinkhorn("not an array")  # type: ignore[arg-type]
+    sinkhorn_features("features", torch.randn(3, 4))  # type: ignore[arg-type]
