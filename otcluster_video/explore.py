@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import av
@@ -307,64 +308,61 @@ def write_explorer(
         members = []
         for j, idx in enumerate(top + sample):
             path, _, conf = groups[label][idx]
-            thumb = audio = None
-            stem = f"c{rank:04d}_{j:03d}"
-            try:
-                duration = max(_duration(path), 1e-3)
-                frames = read_clip(
-                    path,
-                    0.1 * duration,
-                    n_thumb_frames,
-                    n_thumb_frames / (0.8 * duration),
-                    short_side=thumb_size,
-                )
-                strip = torch.cat(list(frames), dim=1).numpy()  # (H, n * W, 3)
-                plt_image.imsave(assets / f"{stem}.jpg", strip, pil_kwargs={"quality": 85})
-                thumb = f"{url_base}/{stem}.jpg"
-                start = max(0.0, duration / 2 - audio_seconds / 2)
-                samples = read_audio(path, start, audio_seconds, audio_sample_rate)
-                _write_wav(assets / f"{stem}.wav", samples, audio_sample_rate)
-                audio = f"{url_base}/{stem}.wav"
-            except DecodeError:
-                pass
+            thumb, audio = _preview(path, assets, f"c{rank:04d}_{j:03d}", plt_image.imsave,
+                                    thumb_size, n_thumb_frames, audio_seconds, audio_sample_rate)
             members.append(_Member(names[path], thumb, audio, truth.get(str(path), ""), conf))
             bar.update()
-        majority = purity = None
-        if truth:
-            counts = Counter(truth.get(str(p), "?") for p, _, _ in groups[label])
-            majority, n_major = counts.most_common(1)[0]
-            purity = n_major / len(groups[label])
-        clusters.append(
-            _Cluster(
-                label,
-                _heading(label),
-                len(groups[label]),
-                members[: len(top)],
-                members[len(top):],
-                len(groups[label]) - len(members),
-                majority,
-                purity,
-            )
-        )
+        clusters.append(_summary(label, groups[label], members, len(top), truth))
     bar.close()
     sizes_png = None
     if clusters:
         _sizes_png(assets / "sizes.png", clusters)
         sizes_png = f"{url_base}/sizes.png"
 
+    html = _render(title=title, clusters=clusters, n_items=len(pairs),
+                   has_confidence=any(c is not None for _, _, c in pairs), sizes_png=sizes_png,
+                   thumb_size=thumb_size, card_width=max(thumb_size * n_thumb_frames, 160))
+    out_html.write_text(html, encoding="utf-8")
+    return out_html
+
+
+def _summary(label: str, group: list[_Item], members: list[_Member], n_top: int,
+             truth: Mapping[str, str]) -> _Cluster:
+    """A cluster as the page shows it (the majority class and its share, given ``truth``)."""
+    majority = purity = None
+    if truth:
+        counts = Counter(truth.get(str(p), "?") for p, _, _ in group)
+        majority, n_major = counts.most_common(1)[0]
+        purity = n_major / len(group)
+    return _Cluster(label, _heading(label), len(group), members[:n_top], members[n_top:],
+                    len(group) - len(members), majority, purity)
+
+
+def _preview(path: Path, assets: Path, stem: str, imsave: Any, thumb_size: int,
+             n_thumb_frames: int, audio_seconds: float, audio_sample_rate: int
+             ) -> tuple[str | None, str | None]:
+    """Write a member's thumbnail strip and audio excerpt into ``assets``; their URLs relative
+    to the page, ``None`` where the video cannot be decoded ("no preview")."""
+    url_base = quote(assets.name)
+    try:
+        duration = max(_duration(path), 1e-3)
+        frames = read_clip(path, 0.1 * duration, n_thumb_frames, n_thumb_frames / (0.8 * duration),
+                           short_side=thumb_size)
+        strip = torch.cat(list(frames), dim=1).numpy()  # (H, n * W, 3)
+        imsave(assets / f"{stem}.jpg", strip, pil_kwargs={"quality": 85})
+        start = max(0.0, duration / 2 - audio_seconds / 2)
+        samples = read_audio(path, start, audio_seconds, audio_sample_rate)
+        _write_wav(assets / f"{stem}.wav", samples, audio_sample_rate)
+    except DecodeError:
+        return None, None
+    return f"{url_base}/{stem}.jpg", f"{url_base}/{stem}.wav"
+
+
+def _render(**context: Any) -> str:
+    """The page from ``templates/explorer.html``, every value HTML-escaped (autoescape)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("otcluster_video", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    html = env.get_template("explorer.html").render(
-        title=title,
-        clusters=clusters,
-        n_items=len(pairs),
-        has_confidence=any(c is not None for _, _, c in pairs),
-        sizes_png=sizes_png,
-        thumb_size=thumb_size,
-        card_width=max(thumb_size * n_thumb_frames, 160),
-    )
-    out_html.write_text(html, encoding="utf-8")
-    return out_html
+    return env.get_template("explorer.html").render(**context)
