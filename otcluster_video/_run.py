@@ -244,6 +244,18 @@ def csv_cell(value: Any) -> Any:
     >>> csv_cell("@SUM(1+1)"), csv_cell("cats"), csv_cell(-3)
     ("'@SUM(1+1)", 'cats', -3)
     """
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if isinstance(value, str) and value[:1] in _FORMULA_STARTS:
         return "'" + value
     return value
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_value(cell: str) -> str:
+    """The text :func:`csv_cell` escaped (its inverse; other cells unchanged).
+
+    >>> csv_value(csv_cell("@SUM(1+1)")), csv_value("'quoted"), csv_value("cats")
+    ('@SUM(1+1)', "'quoted", 'cats')
+    """
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in _FORMULA_STARTS else cell

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._decode import DecodeError, read_audio, read_clip
+from ._run import csv_value
 
 __all__ = ["write_explorer"]
 
@@ -97,7 +98,8 @@ def _read_csv(path: Path) -> list[_Item]:
             conf = None
             if has_conf and (row["confidence"] or "").strip():
                 conf = _finite(row["confidence"], f"{path}, line {line}")
-            out.append((base / row["path"], str(row[key]), conf))
+            # labels.csv escapes cells a spreadsheet would run as formulas: read them back
+            out.append((base / csv_value(row["path"]), csv_value(str(row[key])), conf))
         return out
 
 

@@ -264,3 +264,20 @@ def test_page_in_headless_chromium(page, tmp_path):
     assert EVIL in "".join(parsed.text) and EVIL_IMG in "".join(parsed.text)
     assert all(not s.startswith("x") for s in parsed.srcs)
     assert parsed.tags.count("audio") == 9 and parsed.tags.count("img") == 9 + 1  # + size chart
+
+
+def test_csv_cells_escaped_against_formulas_are_read_back(tmp_path):
+    """labels.csv writes '@x' as "'@x" (spreadsheet formula injection); the explorer reads the
+    file and the cluster name back as written, not with the quote."""
+    from otcluster_video._run import csv_cell
+
+    labels_csv = tmp_path / "labels.csv"
+    with labels_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerow([csv_cell("@odd.mp4"), csv_cell("=SUM(1+1)")])
+        writer.writerow([csv_cell("-dash.mp4"), csv_cell("=SUM(1+1)")])
+    html = write_explorer(tmp_path / "p.html", labels_csv, progress=False).read_text()
+    names = [n for cluster in _shown(html) for n in cluster]
+    assert sorted(names) == ["-dash.mp4", "@odd.mp4"]
+    assert "Cluster =SUM(1+1)" in html and "&#39;=SUM" not in html and "'=SUM" not in html
