@@ -177,6 +177,18 @@ def test_alignment_undoes_a_permutation_of_the_second_modality(method):
     assert event["cost_before"] > 0.1
 
 
+def assert_same_argmax(labels, scores, gap=1e-4):
+    """``labels == scores.argmax(-1)`` wherever the top two scores differ by more than ``gap``.
+
+    Inference runs in batches, the reference in one forward pass: BLAS blocks the products
+    differently (bit-for-bit equal outputs are no contract, they differed on AMD EPYC), so a
+    near tie may go either way."""
+    top2 = scores.topk(2, dim=-1).values
+    decided = (top2[..., 0] - top2[..., 1]) > gap
+    assert torch.equal(labels[decided], scores.argmax(-1)[decided])
+    assert decided.double().mean() > 0.9  # the check is not vacuous
+
+
 # -- clustering: dense and memory-bounded ------------------------------------------------------
 
 def _twin_trainers(hidden, n=300, **kw):
@@ -398,11 +410,11 @@ def test_extract_and_predict_are_in_index_order():
         torch.testing.assert_close(lp[m], direct_lp[m])
     labels, conf = trainer.predict(test)
     mean = (direct_lp["a"] + direct_lp["b"]) / 2
-    assert torch.equal(labels, mean.argmax(-1))
+    assert_same_argmax(labels, mean)
     torch.testing.assert_close(conf, mean.log_softmax(-1).exp().amax(-1))
     assert bool(((conf > 0) & (conf <= 1)).all())
     only_a, _ = trainer.predict(test, modalities="a")
-    assert torch.equal(only_a, direct_lp["a"].argmax(-1))
+    assert_same_argmax(only_a, direct_lp["a"])
     assert list(trainer.extract(test, modalities=["b"])) == ["b"]
     with pytest.raises(ValueError, match="unknown modalities"):
         trainer.extract(test, modalities=["video"])
@@ -419,7 +431,9 @@ def test_inference_from_a_checkpoint_without_a_trainer(tmp_path):
     assert not model.training and model.modalities == ["a", "b"]
     labels, conf = model.predict(test, batch_size=7)
     want_labels, want_conf = trainer.predict(test)
-    assert torch.equal(labels, want_labels)
+    lp = trainer.predict_log_probs(test)
+    assert_same_argmax(labels, (lp["a"] + lp["b"]) / 2)  # other batches: near ties may flip
+    assert_same_argmax(want_labels, (lp["a"] + lp["b"]) / 2)
     torch.testing.assert_close(conf, want_conf)
     feats = model.extract(test)
     torch.testing.assert_close(feats["b"], trainer.extract(test)["b"])
