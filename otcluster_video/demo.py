@@ -5,7 +5,8 @@ the sound, with per-stream nuisances, and one stream degraded in some clips), pr
 few broken files are skipped and counted), trains the ``cpu`` preset, writes the labels, prints
 the evaluation table (both streams vs each alone vs k-means on random-init and on trained
 features) and writes the HTML explorer. Everything goes to ``demo_out/``; a second run reuses
-the data, the decoded-clip cache and the finished training.
+the data, the decoded-clip cache and the finished training. ``--seed N`` draws other data and
+another training: one run is one draw, and ``docs/video.md`` reports seeds 0-4.
 """
 
 from __future__ import annotations
