@@ -118,12 +118,14 @@ def single_stream_run(work: Path, manifest: Path, seed: int, modality: str, over
     ckpt = work / f"sela-{seed}-{modality}{tag}"
     tcfg = recipe.trainer_config(config, checkpoint_dir=ckpt, progress=progress)
     encoder = recipe.build_encoders(config)[modality]
-    train_ds = recipe.IndexedClips(AVDataset(videos, config, train=True))
+    train_ds = AVDataset(videos, config, train=True)  # items carry their own index
     trainer = SelfLabelTrainer({modality: encoder}, train_ds, tcfg, device="cpu")
     trainer.fit(resume=True)
-    eval_ds = recipe.IndexedClips(AVDataset(videos, config, train=False))
+    eval_ds = AVDataset(videos, config, train=False, return_source=True)
     labels, _ = trainer.predict(eval_ds, modalities=[modality])
-    keep = ~np.isin(np.arange(len(y)), sorted(eval_ds.substituted))
+    # videos that failed to decode (a neighbour's clip stood in) are left out of the score
+    failed = [i for i in range(len(eval_ds)) if int(eval_ds[i]["source"]) != i]
+    keep = ~np.isin(np.arange(len(y)), failed)
     return _scores(y[keep], labels[0].numpy()[keep])
 
 
