@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 __all__ = ["VIDEO_EXTENSIONS", "absolute", "file_problem", "index_videos"]
 
@@ -87,3 +88,27 @@ def index_videos(source: str | Path) -> list[tuple[Path, str]]:
             base = source.resolve().parent
             return [(absolute(base / row["path"]), row.get("label") or "") for row in reader]
     raise FileNotFoundError(f"{source}: not a folder or a .csv file")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run as a formula: text starting with ``= + - @``
+    (or a tab / carriage return) gets a leading ``'`` (OWASP's advice against CSV injection).
+
+    >>> csv_cell("@SUM(1+1)"), csv_cell("cats"), csv_cell(-3)
+    ("'@SUM(1+1)", 'cats', -3)
+    """
+    if isinstance(value, str) and value[:1] in _FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_value(cell: str) -> str:
+    """The text :func:`csv_cell` escaped (its inverse; other cells unchanged).
+
+    >>> csv_value(csv_cell("@SUM(1+1)")), csv_value("'quoted"), csv_value("cats")
+    ('@SUM(1+1)', "'quoted", 'cats')
+    """
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in _FORMULA_STARTS else cell

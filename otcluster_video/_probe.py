@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from otcluster._io import atomic_write_text
 
 from ._files import absolute as _absolute
-from ._files import file_problem, index_videos
+from ._files import csv_cell, file_problem, index_videos
 
 __all__ = [
     "PrepareReport",
@@ -387,7 +387,9 @@ def prepare(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "reason", "detail"])
-    writer.writerows((s.path, s.label, s.reason, s.detail) for s in skipped)
+    # file and folder names are the user's: never let a spreadsheet run one as a formula
+    writer.writerows([csv_cell(str(s.path)), csv_cell(s.label), s.reason, csv_cell(s.detail)]
+                     for s in skipped)
     atomic_write_text(report_path, buffer.getvalue())
     report = PrepareReport(out_manifest, report_path, videos, skipped, n_probed)
     (logger.warning if skipped else logger.info)("prepare %s: %s", source, report.summary())

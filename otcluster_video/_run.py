@@ -33,6 +33,7 @@ from otcluster._checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
 from otcluster._io import atomic_write_text
 
 from ._config import VideoRecipeConfig
+from ._files import csv_cell, csv_value  # noqa: F401 - the run's CSV files use them
 from ._preset import _flatten, config_to_toml, load_preset
 from ._probe import PrepareReport, VideoInfo, index_videos, load_manifest
 from ._probe import prepare as prepare_manifest
@@ -235,27 +236,3 @@ def barrier(process_group: Any) -> None:
         import torch.distributed as dist
 
         dist.barrier(group=process_group)
-
-
-def csv_cell(value: Any) -> Any:
-    """A CSV cell that a spreadsheet will not run as a formula: text starting with ``= + - @``
-    (or a tab / carriage return) gets a leading ``'`` (OWASP's advice against CSV injection).
-
-    >>> csv_cell("@SUM(1+1)"), csv_cell("cats"), csv_cell(-3)
-    ("'@SUM(1+1)", 'cats', -3)
-    """
-    if isinstance(value, str) and value[:1] in _FORMULA_STARTS:
-        return "'" + value
-    return value
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_value(cell: str) -> str:
-    """The text :func:`csv_cell` escaped (its inverse; other cells unchanged).
-
-    >>> csv_value(csv_cell("@SUM(1+1)")), csv_value("'quoted"), csv_value("cats")
-    ('@SUM(1+1)', "'quoted", 'cats')
-    """
-    return cell[1:] if cell[:1] == "'" and cell[1:2] in _FORMULA_STARTS else cell

@@ -131,3 +131,19 @@ def test_probe_detects_truncation_with_index_at_front(tmp_path):
 def test_probe_missing_file(tmp_path):
     with pytest.raises(ProbeError, match="missing"):
         probe(tmp_path / "nope.mp4")
+
+
+def test_skip_report_escapes_names_a_spreadsheet_would_run(tmp_path):
+    """File and folder names go into manifest.skipped.csv: one starting with = + - @ gets a
+    leading quote there, as in labels.csv (spreadsheet formula injection)."""
+    from otcluster_video import prepare
+
+    folder = tmp_path / "@SUM(1+1)"
+    folder.mkdir()
+    (folder / "=cmd.mp4").write_bytes(b"not a video")
+    report = prepare(tmp_path, tmp_path / "out" / "manifest.csv", progress=False)
+    assert [s.reason for s in report.skipped] == ["corrupt"]
+    with report.skipped_report.open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["label"] == "'@SUM(1+1)"
+    assert not row["path"].startswith(("=", "+", "-", "@"))

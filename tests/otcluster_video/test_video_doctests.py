@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["otcluster_video._preset", "otcluster_video._run", "otcluster_video.recipe"]
+MODULES = ["otcluster_video._preset", "otcluster_video._files", "otcluster_video.recipe"]
 
 
 @pytest.mark.parametrize("name", MODULES)
