@@ -208,8 +208,11 @@ def test_bench_zipf_priors_quick(tmp_path):
     _run([str(BENCH / "bench_zipf_priors.py"), "--quick", "--out", str(tmp_path)], cwd=tmp_path,
          timeout=600)
     res = json.loads((tmp_path / "zipf_priors.json").read_text())
+    base = {"uniform", "zipf (matched)", "uniform, tau=1", "zipf, tau=10"}
+    warm = {"zipf, warm-up 0.5", "zipf, warm-up 0.5, tau=10"}  # training only: not one solve
+    assert set(res["synthetic"]) == base and set(res["digits"]) == base | warm
     for exp in ("digits", "synthetic"):
-        assert set(res[exp]) == {"uniform", "zipf (matched)", "uniform, tau=1", "zipf, tau=10"}
         for r in res[exp].values():
             assert 0.0 <= r["mean"] <= 1.0 and len(r["runs"]) == 1
-    assert "| zipf, tau=10 |" in (tmp_path / "zipf_priors.md").read_text()
+    md = (tmp_path / "zipf_priors.md").read_text()
+    assert "| zipf, tau=10 |" in md and "| zipf, warm-up 0.5 | " in md

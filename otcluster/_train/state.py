@@ -42,6 +42,7 @@ def trainer_state(trainer: SelfLabelTrainer) -> dict:
         "scaler": t.scaler.state_dict(),
         "labels": t.labels_,
         "labeler": t.labeler_.state_dict(),
+        "warmup_labeler": t.warmup_labeler_.state_dict(),
         "prior": t.prior_,
         "epoch": t.epoch_,
         "step": t.step_,
@@ -85,6 +86,8 @@ def restore_trainer(trainer: SelfLabelTrainer, state: dict) -> None:
     t.scaler.load_state_dict(state["scaler"])
     t.labels_ = state["labels"]
     t.labeler_.load_state_dict(state["labeler"])
+    if "warmup_labeler" in state:  # older checkpoints: no warm-up
+        t.warmup_labeler_.load_state_dict(state["warmup_labeler"])
     t.epoch_ = int(state["epoch"])
     t.step_ = int(state["step"])
     t._schedule_pos = int(state["schedule_pos"])

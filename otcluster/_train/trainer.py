@@ -79,13 +79,19 @@ class SelfLabelTrainer:
     history_ : list of dict
         What :meth:`fit` returns: dicts with ``"event"`` = ``"align"``, ``"clustering"`` (step,
         epoch, ``size_entropy`` (nats, mean over heads), ``changed`` (fraction of labels that
-        changed, mean over heads), ``n_iter``, ``converged``, ``seconds``, and ``nmi``/``ari``/
-        ``acc`` of head 0 plus ``nmi_mean`` when ``ground_truth`` is given) or ``"epoch"``
-        (``loss``, ``lr``).
+        changed, mean over heads), ``n_iter``, ``converged``, ``prior_warmup``, ``seconds``,
+        and ``nmi``/``ari``/``acc`` of head 0 plus ``nmi_mean`` when ``ground_truth`` is given)
+        or ``"epoch"`` (``loss``, ``lr``).
     labeler_ : SinkhornLabeler
         Holds the per-head prior, the warm start and the solver's retry ladder.
+    warmup_labeler_ : SinkhornLabeler
+        Solves the first ``warmup_clusterings_`` clusterings: the uniform prior, relaxed by
+        ``TrainerConfig.prior_warmup_tau``.
+    warmup_clusterings_ : int
+        ``round(prior_warmup * len(schedule_))``; 0 for a uniform prior.
     prior_ : Tensor of shape (H, K), float64, or None
-        Cluster prior of each head (before permutation sorting); drawn at the first clustering.
+        Cluster prior of each head (before permutation sorting); drawn at the first clustering
+        after the warm-up.
 
     Examples
     --------
@@ -150,11 +156,17 @@ class SelfLabelTrainer:
 
         # the labeler owns the prior (drawn from ``seed`` at the first clustering, then kept),
         # the warm start and the float32 -> float64 retry ladder (``sinkhorn_dtype="auto"``)
+        solver: dict[str, Any] = dict(lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
+                                      max_iter=cfg.sinkhorn_max_iter, dtype=cfg.sinkhorn_dtype,
+                                      process_group=process_group)
         self.labeler_ = SinkhornLabeler(
-            K, prior=cfg.prior, lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
-            max_iter=cfg.sinkhorn_max_iter, dtype=cfg.sinkhorn_dtype, sigma=cfg.prior_sigma,
-            zipf_exponent=cfg.zipf_exponent,
-            random_state=cfg.seed, process_group=process_group, tau=cfg.sinkhorn_tau)
+            K, prior=cfg.prior, sigma=cfg.prior_sigma, zipf_exponent=cfg.zipf_exponent,
+            random_state=cfg.seed, tau=cfg.sinkhorn_tau, **solver)
+        # the first clusterings of a non-uniform prior: uniform, relaxed, its own warm start
+        self.warmup_labeler_ = SinkhornLabeler(K, prior="uniform", tau=cfg.prior_warmup_tau,
+                                               **solver)
+        self.warmup_clusterings_ = 0 if cfg.prior == "uniform" else \
+            int(round(cfg.prior_warmup * len(self.schedule_)))
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
 
         self.labels_: torch.Tensor | None = None
@@ -175,7 +187,7 @@ class SelfLabelTrainer:
     @property
     def n_solver_retries_(self) -> int:
         """Solves the labeler redid (float64, then without Anderson), over all clusterings."""
-        return getattr(self.labeler_, "n_retries_", 0)
+        return sum(getattr(lab, "n_retries_", 0) for lab in (self.labeler_, self.warmup_labeler_))
 
     def _record(self, rec: dict) -> None:
         """Append ``rec`` to ``history_`` and hand it to ``fit``'s ``on_record``."""
@@ -212,6 +224,8 @@ class SelfLabelTrainer:
         groups = decorrelated_head_groups(H, min(cfg.head_groups, H), generator=gen)
         memory_bounded = use_memory_bounded(cfg, N, self.world_size)
         retries = self.n_solver_retries_
+        warmup = self._n_clusterings < self.warmup_clusterings_
+        self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
         local_labels, local_index, n_iter, converged = self.clusterer(positions, groups,
                                                                       memory_bounded)
         labels = gather_labels(local_labels, local_index, N, self.process_group)
@@ -222,7 +236,7 @@ class SelfLabelTrainer:
             "event": "clustering", "clustering": self._n_clusterings - 1, "step": self.step_,
             "epoch": self.epoch_, **size_stats(labels, prev, K),
             "n_iter": int(n_iter), "converged": bool(converged), "memory_bounded": memory_bounded,
-            "solver_retries": self.n_solver_retries_ - retries,
+            "solver_retries": self.n_solver_retries_ - retries, "prior_warmup": warmup,
             "seconds": time.perf_counter() - t0,
         }
         if self.ground_truth is not None:
