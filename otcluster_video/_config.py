@@ -119,6 +119,10 @@ class DataConfig:
     max_retries : int
         A sample that fails to decode takes the next one's clip (keeping its own index), at
         most this many times.
+    adapt_to_source : bool
+        ``train`` lowers the clip frame rate, audio sample rate and frame size the preset asks
+        for to what the videos have (median), for keys not set explicitly; see
+        :func:`otcluster_video.adapt_to_source`. Never raises a value.
     """
 
     min_duration: float = 1.1
@@ -126,6 +130,7 @@ class DataConfig:
     cache_dir: str = ""
     num_workers: int = 0
     max_retries: int = 10
+    adapt_to_source: bool = True
 
     _SECTION: ClassVar[str] = "data"
     _RULES: ClassVar[dict[str, Rule]] = {

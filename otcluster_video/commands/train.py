@@ -23,6 +23,7 @@ import torch
 from otcluster import SelfLabelTrainer
 from otcluster._checkpoint import load_checkpoint
 
+from .._adapt import SourceFormat, adapt_to_source
 from .._build import build_encoders, trainer_config
 from .._config import VideoRecipeConfig
 from .._preset import load_preset
@@ -100,10 +101,21 @@ def _start_log(paths: RunPaths) -> tuple[logging.Handler, int]:
     return handler, level
 
 
+def _adapted(config: VideoRecipeConfig, paths: RunPaths,
+             fixed: Any) -> tuple[VideoRecipeConfig, list[str]]:
+    """The configuration fitted to the run's videos (:func:`adapt_to_source`) and what
+    changed; the same on every rank (it depends on the manifest only)."""
+    videos = load_manifest(paths.manifest)
+    if not videos:
+        return config, []
+    return adapt_to_source(config, SourceFormat.of(videos), fixed)
+
+
 def _prepare_run(paths: RunPaths, data: Any, config: VideoRecipeConfig, resuming: bool,
-                 progress: bool) -> None:
-    """First rank: the run folder's manifest, then its configuration (``config.toml`` marks a
-    folder where training started: ``prepare`` then refuses to replace the manifest)."""
+                 progress: bool, fixed: Any = ()) -> tuple[VideoRecipeConfig, list[str]]:
+    """First rank: the run folder's manifest, then its configuration, fitted to the videos
+    (``config.toml`` marks a folder where training started: ``prepare`` then refuses to replace
+    the manifest)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     if resuming and paths.manifest.is_file():
         if data is not None:
@@ -118,7 +130,11 @@ def _prepare_run(paths: RunPaths, data: Any, config: VideoRecipeConfig, resuming
                 print(f"prepare: {report.summary()}", flush=True)
         elif manifest.resolve() != paths.manifest.resolve():
             write_text(paths.manifest, manifest.read_text())
+    adapted: list[str] = []
+    if not resuming:
+        config, adapted = _adapted(config, paths, fixed)
     save_run_config(paths, config)
+    return config, adapted
 
 
 def train(
@@ -172,7 +188,10 @@ def train(
     if preset is None:
         preset = paths.config if resume and paths.config.is_file() else "cpu"
     config = load_preset(preset, overrides)
+    fixed = set(overrides or ())
     if resuming:
+        if paths.manifest.is_file():
+            config = _adapted(config, paths, fixed)[0]
         changes = config_changes(load_preset(paths.config), config)
         if changes:
             raise ValueError(
@@ -183,9 +202,15 @@ def train(
     handler = None
     try:
         if rank == 0:
-            _prepare_run(paths, data, config, resuming, progress)
+            config, adapted = _prepare_run(paths, data, config, resuming, progress, fixed)
             handler, level = _start_log(paths)
+            for line in adapted:
+                logger.warning("adapted to the videos: %s", line)
+                if progress:
+                    print(f"adapted to the videos: {line}", flush=True)
         barrier(process_group)
+        if rank != 0 and not resuming:
+            config = _adapted(config, paths, fixed)[0]
         return _fit(paths, config, device, process_group, resume, resuming, progress and rank == 0)
     finally:
         if handler is not None:

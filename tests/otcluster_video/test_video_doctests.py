@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["otcluster_video._preset", "otcluster_video._files", "otcluster_video.recipe"]
+MODULES = ["otcluster_video._preset", "otcluster_video._files", "otcluster_video.recipe",
+           "otcluster_video._adapt"]
 
 
 @pytest.mark.parametrize("name", MODULES)
