@@ -304,7 +304,14 @@ class TrainingConfig:
     of K shares (in a preset also ``"file:sizes.txt"``, read by :func:`load_preset`). ``align``
     matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
     ``"greedy"`` or ``"none"``. Old names (``prior = "gauss"``, ``prior_std``, ``align_init``) are
-    read with a ``DeprecationWarning``.
+    read with a ``DeprecationWarning``. ``prior_warmup`` / ``prior_warmup_tau``: the first
+    clusterings of a non-uniform prior use a relaxed uniform prior, then the prior is sorted onto
+    the clusters found (:class:`otcluster.TrainerConfig`).
+
+    ``threads`` caps torch's intra-op threads while training (0: torch's default, the number of
+    cores). ``threads = 1`` gives the same weights and labels whatever the machine's thread
+    count: torch's CPU convolutions (oneDNN) sum their weight gradients per thread, so 1, 2 or 4
+    threads round differently and training amplifies it (``docs/video.md``, "Reproducibility").
     """
 
     epochs: int = 200
@@ -317,8 +324,11 @@ class TrainingConfig:
     prior: str | tuple[float, ...] = "gaussian"
     prior_sigma: float = 0.1
     zipf_exponent: float = 1.0
+    prior_warmup: float = 0.0
+    prior_warmup_tau: float | None = 1.0
     align: str = "exact"
     seed: int = 0
+    threads: int = 0
 
     _SECTION: ClassVar[str] = "training"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -336,8 +346,13 @@ class TrainingConfig:
         ),
         "prior_sigma": _at_least(0),
         "zipf_exponent": _at_least(0),
+        "prior_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "prior_warmup_tau": (lambda v: v is None or (_num(v) and v >= 0),
+                             "a non-negative number or None"),
         "align": (lambda v: v in ALIGN_KINDS, f"one of {ALIGN_KINDS}"),
         "seed": _at_least(0),
+        "threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                    "a non-negative integer (0: torch's default)"),
     }
     _CROSS: ClassVar[list] = []
 

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 #: Keys that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("name", "training.epochs", "data.num_workers", "data.cache_dir")
+RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "data.num_workers",
+                     "data.cache_dir")
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -22,6 +22,7 @@ import torch
 
 from otcluster import SelfLabelTrainer
 from otcluster._checkpoint import load_checkpoint
+from otcluster._threads import limit_threads
 
 from .._adapt import SourceFormat, adapt_to_source
 from .._build import build_encoders, trainer_config
@@ -246,13 +247,15 @@ def _fit(paths: RunPaths, config: VideoRecipeConfig, device: Any, process_group:
     history_file = None
     if rank == 0:
         history_file = _History(paths.history, _resumed_history(paths) if resuming else [])
-    if "on_record" in inspect.signature(trainer.fit).parameters:
-        history = trainer.fit(resume=resume, on_record=history_file)
-    else:  # an otcluster without the callback: the whole history at the end
-        history = trainer.fit(resume=resume)
-        if history_file is not None:
-            for record in history[history_file.n_written :]:
-                history_file(record)
+    threads = config.training.threads or torch.get_num_threads()
+    with limit_threads(threads):
+        if "on_record" in inspect.signature(trainer.fit).parameters:
+            history = trainer.fit(resume=resume, on_record=history_file)
+        else:  # an otcluster without the callback: the whole history at the end
+            history = trainer.fit(resume=resume)
+            if history_file is not None:
+                for record in history[history_file.n_written :]:
+                    history_file(record)
     if rank == 0:
         write_text(paths.history, "".join(json.dumps(h) + "\n" for h in history))
         if dataset.decode_failures:

@@ -85,12 +85,18 @@ def test_sections_use_the_core_field_names():
     heads = {f.name for f in dataclasses.fields(HeadConfig)}
     assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core
     assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core
-    assert {f.name for f in dataclasses.fields(cfg.training)} <= core
+    # training.threads is the recipe's own (how the command runs the trainer, not the trainer's)
+    assert {f.name for f in dataclasses.fields(cfg.training)} <= core | {"threads"}
     t = trainer_config(cfg, world_size=2)
     assert (t.heads.hidden_dim, t.heads.n_clusters, t.head_groups) == (128, 6, 1)
     assert (t.prior, t.prior_sigma, t.align, t.schedule_power) == ("uniform", 0.1, "greedy", 1.5)
     assert t.lr == pytest.approx(2 * cfg.training.lr)
     assert trainer_config(load_preset("cpu", {"training.align": "none"})).align is None
+    warm = trainer_config(load_preset("cpu", {"training.prior": "zipf", "training.prior_warmup": 0.5,
+                                              "training.prior_warmup_tau": 2.0}))
+    assert (warm.prior, warm.prior_warmup, warm.prior_warmup_tau) == ("zipf", 0.5, 2.0)
+    with pytest.raises(ValueError, match="prior_warmup"):
+        load_preset("cpu", {"training.prior_warmup": 1.0})
 
 
 @pytest.mark.parametrize(

@@ -114,12 +114,13 @@ _TINY_RUN = """
 import hashlib, json, os, sys
 import numba, torch
 n, out = int(sys.argv[1]), sys.argv[2]
+extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 torch.set_num_threads(n)
 numba.set_num_threads(n)
 from otcluster_video.demo import run_demo
 res = run_demo(out, data={"n_videos": 24, "n_classes": 3, "broken": 2},
                overrides={"training.epochs": 2, "clustering.n_clusterings": 2,
-                          "training.batch_size": 8}, progress=False)
+                          "training.batch_size": 8, **extra}, progress=False)
 ck = torch.load(os.path.join(out, "run", "checkpoints", "last.pt"), weights_only=True)
 h = hashlib.sha256()
 for k, v in sorted(ck["model"].items()):
@@ -137,20 +138,36 @@ def test_same_seed_and_thread_count_give_bit_identical_runs(tmp_path, threads):
     # gradients of torch's CPU convolutions (oneDNN) split their sums by thread, a ~1e-6
     # relative difference that training amplifies into other weights and labels; the numba
     # kernels' thread count changes nothing (measured: docs/video.md, "Reproducibility").
+
+    runs = [_tiny_run(tmp_path / f"run{i}", threads) for i in range(2)]
+    assert len(runs[0]["labels"]) == 24
+    assert runs[0]["labels"] == runs[1]["labels"]
+    assert runs[0]["weights"] == runs[1]["weights"]
+
+
+def _tiny_run(out, threads: int, extra: dict | None = None) -> dict:
+    """:data:`_TINY_RUN` in a fresh process with ``threads`` torch and numba threads."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
-    runs = []
-    for i in range(2):
-        proc = subprocess.run(
-            [sys.executable, "-c", _TINY_RUN, str(threads), str(tmp_path / f"run{i}")],
-            env=env, capture_output=True, text=True, timeout=600, check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-        runs.append(json.loads(line[len("RESULT"):]))
+    proc = subprocess.run(
+        [sys.executable, "-c", _TINY_RUN, str(threads), str(out), json.dumps(extra or {})],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.slow
+def test_training_threads_1_gives_the_same_run_on_1_2_and_4_threads(tmp_path):
+    # training.threads = 1 trains on one torch thread whatever the process has, so the
+    # thread-dependent sums of oneDNN's convolution weight gradients (see above) cannot differ;
+    # labelling (forward passes only) is bit-identical across thread counts anyway.
+    runs = [_tiny_run(tmp_path / f"t{n}", n, {"training.threads": 1}) for n in (1, 2, 4)]
     assert len(runs[0]["labels"]) == 24
-    assert runs[0]["labels"] == runs[1]["labels"]
-    assert runs[0]["weights"] == runs[1]["weights"]
+    for other in runs[1:]:
+        assert other["weights"] == runs[0]["weights"]
+        assert other["labels"] == runs[0]["labels"]
