@@ -288,14 +288,18 @@ def targets(s: dict) -> dict:
         return s.get(m, {}).get("nmi")
 
     both, vid, aud = nmi("both streams (labels.csv)"), nmi("video heads"), nmi("audio heads")
-    sup_b, sup_v, sup_a, km = (nmi("supervised, both"), nmi("supervised, video"),
-                               nmi("supervised, audio"), nmi("k-means, trained (both)"))
+    sup_b, sup_v, sup_a = nmi("supervised, both"), nmi("supervised, video"), nmi("supervised, audio")
+    # the best stream of k-means on the trained features, as the demo's verdict compares
+    kms = [x for x in (nmi(f"k-means, trained ({m})") for m in ("video", "audio", "both"))
+           if x is not None]
+    km = max(kms) if kms else None
     ok = lambda *xs: None not in xs  # noqa: E731
     return {
         "both >= 0.70 where supervised >= 0.90":
             (None if not ok(both, sup_b) else (both >= 0.70 if sup_b >= 0.90 else "n/a (bound < 0.90)")),
         "both > each stream's heads": None if not ok(both, vid, aud) else bool(both > vid and both > aud),
-        "self-labels >= k-means on trained features": None if not ok(both, km) else bool(both >= km),
+        "self-labels >= k-means on trained features (best stream)":
+            None if not ok(both, km) else bool(both >= km),
         "video heads >= 50 % of supervised video": None if not ok(vid, sup_v) else bool(vid >= 0.5 * sup_v),
         "audio heads >= 50 % of supervised audio": None if not ok(aud, sup_a) else bool(aud >= 0.5 * sup_a),
     }
@@ -337,8 +341,8 @@ def write_report(res: dict, out: Path, name: str = "robustness_av") -> None:
          "Protocol: docstring of `benchmarks/bench_robustness_av.py`. NMI in % of the labels against "
          "the classes, mean ± sd over the held-out seeds (every seed's value in the JSON).", "",
          "## Summary (NMI %)", "",
-         "| world | both streams | video heads | audio heads | k-means trained | supervised v / a / both "
-         "| diagnosis |", "|---|---|---|---|---|---|---|"]
+         "| world | both streams | video heads | audio heads | SeLa on audio only | k-means trained "
+         "(best stream) | supervised v / a / both | diagnosis |", "|---|---|---|---|---|---|---|---|"]
 
     def f(s: dict, m: str) -> str:
         r = s.get(m, {})
@@ -350,8 +354,12 @@ def write_report(res: dict, out: Path, name: str = "robustness_av") -> None:
 
     for w, r in res["worlds"].items():
         s = r["methods"]
+        kms = [m for m in (f"k-means, trained ({x})" for x in ("video", "audio", "both"))
+               if "nmi" in s.get(m, {})]
+        km = max(kms, key=lambda m: s[m]["nmi"]) if kms else "k-means, trained (both)"
         L.append(f"| {w} | {f(s, 'both streams (labels.csv)')} | {f(s, 'video heads')} | "
-                 f"{f(s, 'audio heads')} | {f(s, 'k-means, trained (both)')} | "
+                 f"{f(s, 'audio heads')} | {f(s, 'SeLa on audio only')} | {f(s, km)} "
+                 f"{km[len('k-means, trained '):] if km in kms else ''} | "
                  f"{g(s, 'supervised, video')} / {g(s, 'supervised, audio')} / "
                  f"{g(s, 'supervised, both')} | {r['diagnosis']} |")
     L += ["", "## Targets of issue 10 (held-out means)", "",
