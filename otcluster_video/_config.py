@@ -134,6 +134,7 @@ class DataConfig:
 
     _SECTION: ClassVar[str] = "data"
     _RULES: ClassVar[dict[str, Rule]] = {
+        "adapt_to_source": (lambda v: isinstance(v, bool), "true or false"),
         "min_duration": _at_least(0),
         "num_workers": _at_least(0),
         "max_retries": _at_least(0),
