@@ -149,7 +149,7 @@ def test_bench_robustness_av_quick(tmp_path):
     res = json.loads((tmp_path / "out" / "robustness_av.json").read_text())
     assert (tmp_path / "out" / "robustness_av.png").stat().st_size > 0
     assert "## Targets of issue 10" in (tmp_path / "out" / "robustness_av.md").read_text()
-    assert res["split"] == {"tuning": [0], "held_out": [1]} and list(res["worlds"]) == ["shape"]
+    assert res["split"] == {"tuning": [0, 4], "held_out": [1]} and list(res["worlds"]) == ["shape"]
     world = res["worlds"]["shape"]
     assert {"both streams (labels.csv)", "video heads", "audio heads", "k-means, random init (both)",
             "k-means, trained (both)", "SeLa on video only", "supervised, video", "supervised, audio",
