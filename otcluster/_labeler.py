@@ -7,7 +7,6 @@ the solver's retry ladder (:func:`otcluster._solver.robust_solve`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,66 +21,10 @@ from ._solver import (
     validate_prior,
 )
 from ._solver._retry import finite_rows
-from ._validation import as_float_tensor, as_tensor
+from ._validation import as_float_tensor
+from ._views import _view_items, average_views
 
 __all__ = ["SinkhornLabeler", "decorrelated_head_groups", "average_views"]
-
-
-def _view_items(views: Any) -> list[tuple[str, Any]]:
-    """(name, array) of each view: a dict's items, a list's entries, or one array."""
-    if isinstance(views, Mapping):
-        items = list(views.items())
-    elif isinstance(views, Sequence) and not isinstance(views, (str, bytes)) and len(views) > 0 \
-            and not isinstance(views[0], (int, float)):
-        items = [(f"views[{i}]", v) for i, v in enumerate(views)]
-    else:
-        items = [("log_p", views)]
-    if len(items) == 0:
-        raise ValueError("no views given")
-    return items
-
-
-def average_views(views: Any, *, normalize: bool = True) -> torch.Tensor:
-    """Average several views of the same samples in log space (paper eq. 6).
-
-    Parameters
-    ----------
-    views : array-like of shape (N, K) or (H, N, K), or a list / dict of such arrays
-        Log-probabilities (or logits, with ``normalize=True``) of the same N samples, e.g.
-        the audio and the video heads.
-    normalize : bool, default True
-        Apply ``log_softmax`` over clusters to each view first, so logits and log-probabilities
-        are both accepted (it leaves log-probabilities unchanged).
-
-    Returns
-    -------
-    Tensor of shape (N, K) or (H, N, K)
-        ``mean_views log_softmax(view)``; a single array is returned (normalised) as is.
-    """
-    items = _view_items(views)
-    # not detached: averaging stays differentiable (the labeler calls it under no_grad)
-    tensors = [(name, as_tensor(v, name, detach=False)) for name, v in items]
-    shape0 = tuple(tensors[0][1].shape)
-    for name, t in tensors[1:]:
-        if tuple(t.shape) != shape0:
-            raise ValueError(
-                f"all views must have the same shape (same N samples, K clusters, heads); "
-                f"{tensors[0][0]} is {shape0} but {name} is {tuple(t.shape)}"
-            )
-    if len(tensors) == 1 and not normalize:
-        return tensors[0][1]
-    # one N x K buffer in all: the first view's log_softmax (a new tensor) accumulates the others
-    out: torch.Tensor | None = None
-    for _, t in tensors:
-        t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-        if normalize:
-            t = torch.log_softmax(t, dim=-1)
-        if out is None:
-            out = t if normalize else t.clone()  # never write into the caller's tensor
-        else:
-            out.add_(t.to(out.device, out.dtype))
-    assert out is not None
-    return out.div_(len(tensors)) if len(tensors) > 1 else out
 
 
 def decorrelated_head_groups(

@@ -92,6 +92,7 @@ def trainer_config(
         lr=t.lr * world_size,
         prior=t.prior if isinstance(t.prior, str) else list(t.prior),
         align=None if t.align == "none" else t.align,
+        modality_weights=_modality_weights(config.clustering.modality_weights),
     )
     return TrainerConfig(
         heads=HeadConfig(**_same_named(config.heads, HeadConfig)),
@@ -103,3 +104,10 @@ def trainer_config(
         show_progress=progress,
         **fields,
     )
+
+
+def _modality_weights(weights: str | tuple[float, float]) -> str | dict[str, float]:
+    """The recipe's ``[video, audio]`` weights as the trainer's ``{modality: weight}``."""
+    if isinstance(weights, str):
+        return weights
+    return {"video": float(weights[0]), "audio": float(weights[1])}

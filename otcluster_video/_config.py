@@ -378,11 +378,18 @@ class ClusteringConfig:
     schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
 
     ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)`` instead
-    of sizes fixed to the prior (see :func:`otcluster.sinkhorn`); left out: fixed sizes."""
+    of sizes fixed to the prior (see :func:`otcluster.sinkhorn`); left out: fixed sizes.
+
+    ``modality_weights``: how eq. 6 weighs the video and audio heads: ``"equal"`` (the
+    paper's mean), ``"information"`` (each stream by how well its heads predict the current
+    labels, re-estimated at every clustering; :class:`otcluster.TrainerConfig`) or fixed weights
+    ``[video, audio]``; ``modality_weights_warmup``: the share of first clusterings kept equal."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
     sinkhorn_tau: float | None = None
+    modality_weights: str | tuple[float, float] = "equal"
+    modality_weights_warmup: float = 0.0
 
     _SECTION: ClassVar[str] = "clustering"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -390,10 +397,19 @@ class ClusteringConfig:
         "schedule_power": _above(0),
         "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
+        "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "modality_weights": (
+            lambda v: v in ("equal", "information") or (
+                isinstance(v, tuple) and len(v) == 2
+                and all(_num(w) and w >= 0 for w in v) and sum(v) > 0),
+            "'equal', 'information' or [video, audio]: two non-negative weights with a "
+            "positive sum"),
     }
     _CROSS: ClassVar[list] = []
 
     def __post_init__(self) -> None:
+        if isinstance(self.modality_weights, list):
+            object.__setattr__(self, "modality_weights", tuple(self.modality_weights))
         _validate(self)
 
     power = _renamed("power", "schedule_power")

@@ -80,13 +80,16 @@ class EvalRow:
         return {**dataclasses.asdict(self), "streams": self.streams}
 
 
-def modality_labels(log_probs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def modality_labels(log_probs: Mapping[str, Any], weights: Any = None) -> dict[str, torch.Tensor]:
     """Labels of every head from each modality alone and from both (mean log-probabilities).
 
     Parameters
     ----------
     log_probs : mapping of str to tensor of shape (n_heads, n_samples, n_clusters)
         Log-probabilities of each modality's heads, e.g. ``{"video": ..., "audio": ...}``.
+    weights : sequence of float, optional
+        Weights of the modalities in ``"both"`` (in ``log_probs``' order; default equal), e.g.
+        a trained model's ``weights_of(log_probs)``.
 
     Returns
     -------
@@ -111,7 +114,8 @@ def modality_labels(log_probs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         )
     out = {k: v.argmax(-1) for k, v in tensors.items()}
     if len(tensors) > 1:  # eq. 6 by the core's one implementation (the views are log-probs)
-        out["both"] = average_views(list(tensors.values()), normalize=False).argmax(-1)
+        out["both"] = average_views(list(tensors.values()), normalize=False,
+                                    weights=weights).argmax(-1)
     return out
 
 

@@ -85,8 +85,9 @@ class Clusterer:
         return lab.labels_.reshape(H, -1), index, lab.n_iter_, _converged(lab)
 
     def memory_bounded(self, positions: torch.Tensor, groups: list[torch.Tensor]):
-        """Eq. 6 without N x K: mean over modalities of log_softmax(W_m z_m + b_m) equals
-        log_softmax(concat_m(z_m) @ concat_m(W_m / M)^T + mean_m b_m) up to a per-row constant,
+        """Eq. 6 without N x K: the mean over modalities (weights c_m, 1/M by default) of
+        log_softmax(W_m z_m + b_m) equals log_softmax(concat_m(z_m) @ concat_m(c_m W_m)^T +
+        sum_m c_m b_m) up to a per-row constant,
         which leaves the transport solution unchanged; so each head is one linear map of the
         concatenated penultimate features and :meth:`SinkhornLabeler.fit_features` applies."""
         cfg, model = self.config, self.model
@@ -124,11 +125,12 @@ class Clusterer:
                 else:
                     z = torch.cat([self._penultimate(feats[m], m, hb[0]) for m in mods], 1)
                 lin = [[self.model.head(m).last_linear(h) for m in mods] for h in hb]
-                w = torch.stack([torch.cat([ln.weight.float() / M for ln in row], 1)
+                mw = self.model.weights_of(mods) or [1.0 / M] * M
+                w = torch.stack([torch.cat([ln.weight.float() * c for ln, c in zip(row, mw)], 1)
                                  for row in lin])
-                b = torch.stack([torch.stack([ln.bias.float() if ln.bias is not None
-                                              else torch.zeros_like(ln.weight[:, 0])
-                                              for ln in row]).mean(0) for row in lin])
+                b = torch.stack([sum((ln.bias.float() if ln.bias is not None
+                                      else torch.zeros_like(ln.weight[:, 0])) * c
+                                     for ln, c in zip(row, mw)) for row in lin])
         finally:
             self.model.train(was)
         return z, w, b

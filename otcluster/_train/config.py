@@ -6,7 +6,7 @@ The public field names are the one vocabulary of the project: the video recipe u
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import torch
 
 from .._heads import HeadConfig
 from .._solver import PRIOR_KINDS, validate_prior
+from .weighting import WEIGHTINGS
 
 __all__ = ["TrainerConfig", "storable"]
 
@@ -40,6 +41,11 @@ def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
+def _weight_map(v: Any) -> bool:
+    return isinstance(v, Mapping) and len(v) > 0 and all(
+        isinstance(k, str) and _nonneg_float(w) for k, w in v.items()) and sum(v.values()) > 0
+
+
 # field -> (check, what is allowed); the prior and heads are checked separately
 _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (_pos_int, "a positive integer"),
@@ -53,6 +59,10 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "zipf_exponent": (_nonneg_float, "a non-negative number"),
     "prior_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "prior_warmup_tau": (_opt(_nonneg_float), "a non-negative number or None"),
+    "modality_weights": (lambda v: v in WEIGHTINGS or _weight_map(v),
+                         f"one of {WEIGHTINGS} or a dict {{modality: weight}} of non-negative "
+                         f"numbers with a positive sum"),
+    "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -113,6 +123,19 @@ class TrainerConfig:
         ``tau`` of the warm-up's semi-relaxed marginals (see ``sinkhorn_tau``), so the clusters
         can take the data's sizes that the prior is then sorted by (None: balanced, which
         ranked worse on the digits tuning seeds).
+    modality_weights : {"equal", "information"} or dict of str to float, default "equal"
+        Weights of the modalities in eq. 6 (the clustering and :meth:`predict`). ``"equal"``:
+        the paper's mean. ``"information"``: at every clustering, each modality's weight is
+        ``max(H(Y) - CE_m, 0)`` (normalised), a lower bound on the mutual information between
+        its inputs and the current labels (``CE_m``: its heads' training cross-entropy since the
+        previous clustering; ``H(Y)``: entropy of the cluster sizes), so a modality that cannot
+        predict the labels stops steering them (see ``otcluster._train.weighting``). A dict
+        fixes them (one entry per modality). The weights are saved with the model
+        (``SelfLabelModel.modality_weights``) and recorded in the history.
+    modality_weights_warmup : float in [0, 1), default 0
+        With ``"information"``: fraction of the clusterings, the first ones, that keep equal
+        weights, so that a modality that learns more slowly is not written off before its
+        encoder has learnt anything.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -178,6 +201,8 @@ class TrainerConfig:
     zipf_exponent: float = 1.0
     prior_warmup: float = 0.0
     prior_warmup_tau: float | None = 1.0
+    modality_weights: str | dict = "equal"
+    modality_weights_warmup: float = 0.0
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

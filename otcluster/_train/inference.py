@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._labeler import average_views
+from .._views import average_views
 from .data import DataPasses
 
 if TYPE_CHECKING:
@@ -60,8 +60,10 @@ def predict_log_probs(model: SelfLabelModel, passes: DataPasses, dataset: Any,
 
 def predict(model: SelfLabelModel, passes: DataPasses, dataset: Any, modalities: Any = None,
             batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Argmax of the mean log-probabilities (eq. 6) and its probability, each ``(H, N)``."""
+    """Argmax of the mean log-probabilities (eq. 6, weighted by the model's
+    ``modality_weights``) and its probability, each ``(H, N)``."""
     lp = predict_log_probs(model, passes, dataset, modalities, batch_size)
-    mean = average_views(list(lp.values()), normalize=False).log_softmax(-1)
+    mean = average_views(list(lp.values()), normalize=False,
+                         weights=model.weights_of(lp)).log_softmax(-1)
     conf, labels = mean.max(-1)
     return labels, conf.exp()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._heads import HeadConfig, MultiHead
-from .._labeler import average_views
+from .._views import average_views, view_weights
 from . import inference
 from .data import DataPasses, feature_dims
 
@@ -45,6 +45,9 @@ class SelfLabelModel(nn.Module):
     ----------
     modalities : list of str
         In the order given; the first is the reference of the alignment.
+    modality_weights : Tensor of shape (M,), buffer
+        Weight of each modality in eq. 6 (sum 1; equal unless the trainer's
+        ``modality_weights`` sets them), saved with the model.
 
     Examples
     --------
@@ -61,6 +64,24 @@ class SelfLabelModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.heads = nn.ModuleDict(dict(heads))
         self.modalities = list(encoders)
+        M = len(self.modalities)
+        self.register_buffer("modality_weights", torch.full((M,), 1.0 / M))
+        self.register_load_state_dict_pre_hook(_equal_weights_if_missing)
+
+    def weights_of(self, modalities: Any) -> list[float] | None:
+        """Weights of ``modalities`` in eq. 6, renormalised to sum 1; None when they are equal
+        (the plain mean)."""
+        mods = list(modalities)
+        w = [float(self.modality_weights[self.modalities.index(m)]) for m in mods]
+        if all(v == w[0] for v in w) or sum(w) <= 0:
+            return None
+        return [v / sum(w) for v in w]
+
+    def set_modality_weights(self, weights: Mapping[str, float]) -> None:
+        """Set the eq. 6 weights from ``{modality: weight}`` (non-negative, positive sum;
+        normalised)."""
+        w = view_weights(weights, self.modalities)
+        self.modality_weights.copy_(torch.tensor(w, dtype=self.modality_weights.dtype))
 
     def head(self, modality: str) -> MultiHead:
         """The :class:`MultiHead` of ``modality``."""
@@ -101,13 +122,15 @@ class SelfLabelModel(nn.Module):
 
     def mean_log_probs(self, features: Mapping[str, torch.Tensor], heads: Any = None
                        ) -> torch.Tensor:
-        """Eq. 6: mean over the modalities in ``features`` of the heads' log-softmax.
+        """Eq. 6: mean over the modalities in ``features`` of the heads' log-softmax, weighted
+        by :attr:`modality_weights`.
 
         Returns
         -------
         Tensor of shape (H', B, K), float32 (:func:`otcluster.average_views` of the logits)
         """
-        return average_views([self.heads[m](z, heads) for m, z in features.items()])
+        return average_views([self.heads[m](z, heads) for m, z in features.items()],
+                             weights=self.weights_of(features))
 
     # -- loading and inference ---------------------------------------------------------------
     @classmethod
@@ -144,7 +167,10 @@ class SelfLabelModel(nn.Module):
         heads = {m: MultiHead(_head_in_dim(weights, m), head_cfg) for m in mods}
         model = cls({m: encoders[m] for m in mods}, heads)
         keep = tuple(f"{part}.{m}." for m in mods for part in ("encoders", "heads"))
-        model.load_state_dict({k: v for k, v in weights.items() if k.startswith(keep)})
+        kept = {k: v for k, v in weights.items() if k.startswith(keep)}
+        if "modality_weights" in weights:
+            kept["modality_weights"] = weights["modality_weights"][[known.index(m) for m in mods]]
+        model.load_state_dict(kept)
         return model.eval()
 
     def _passes(self, batch_size: int, num_workers: int, collate_fn: Callable | None,
@@ -218,3 +244,11 @@ def _head_in_dim(weights: Mapping[str, torch.Tensor], modality: str) -> int:
         if k.startswith(prefix) and k.endswith(".weight") and v.dim() == 2:
             return int(v.shape[1])
     raise ValueError(f"the checkpoint has no head weights for modality {modality!r}")
+
+
+def _equal_weights_if_missing(module: SelfLabelModel, state_dict: dict, prefix: str,
+                              *args: Any) -> None:
+    """Checkpoints written before ``modality_weights`` existed load with equal weights."""
+    key = prefix + "modality_weights"
+    if key not in state_dict and any(k.startswith(prefix) for k in state_dict):
+        state_dict[key] = torch.full_like(module.modality_weights, 1.0 / len(module.modalities))

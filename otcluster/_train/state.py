@@ -48,6 +48,7 @@ def trainer_state(trainer: SelfLabelTrainer) -> dict:
         "step": t.step_,
         "schedule_pos": t._schedule_pos,
         "n_clusterings": t._n_clusterings,
+        "modality_fit": t._fit.sums.cpu(),
         "aligned": t._aligned,
         "history": storable(t.history_),
         "rng": rng,
@@ -92,6 +93,10 @@ def restore_trainer(trainer: SelfLabelTrainer, state: dict) -> None:
     t.step_ = int(state["step"])
     t._schedule_pos = int(state["schedule_pos"])
     t._n_clusterings = int(state["n_clusterings"])
+    if "modality_fit" in state and tuple(state["modality_fit"].shape) == tuple(t._fit.sums.shape):
+        t._fit.sums.copy_(state["modality_fit"])  # older checkpoints: from zero
+    else:
+        t._fit.reset()
     t._aligned = bool(state["aligned"])
     t.history_ = list(state["history"])
     rng = state["rng"]

@@ -40,6 +40,7 @@ from .config import TrainerConfig
 from .data import DataPasses, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
+from .weighting import FitTracker, fixed_weights, update_modality_weights
 
 __all__ = ["SelfLabelTrainer"]
 
@@ -168,6 +169,9 @@ class SelfLabelTrainer:
         self.warmup_clusterings_ = 0 if cfg.prior == "uniform" else \
             int(round(cfg.prior_warmup * len(self.schedule_)))
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
+        if isinstance(cfg.modality_weights, Mapping):
+            self.model.set_modality_weights(fixed_weights(cfg.modality_weights, self.modalities))
+        self._fit = FitTracker(len(self.modalities), self.device)
 
         self.labels_: torch.Tensor | None = None
         self.history_: list[dict] = []
@@ -226,6 +230,7 @@ class SelfLabelTrainer:
         retries = self.n_solver_retries_
         warmup = self._n_clusterings < self.warmup_clusterings_
         self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
+        weights = self._update_modality_weights()
         local_labels, local_index, n_iter, converged = self.clusterer(positions, groups,
                                                                       memory_bounded)
         labels = gather_labels(local_labels, local_index, N, self.process_group)
@@ -239,10 +244,18 @@ class SelfLabelTrainer:
             "solver_retries": self.n_solver_retries_ - retries, "prior_warmup": warmup,
             "seconds": time.perf_counter() - t0,
         }
+        if weights is not None:
+            rec["modality_weights"] = weights
         if self.ground_truth is not None:
             rec.update(score(self.ground_truth, labels))
         self._record(rec)
         return rec
+
+    def _update_modality_weights(self) -> dict[str, float] | None:
+        """The eq. 6 weights of this clustering (:func:`update_modality_weights`)."""
+        return update_modality_weights(self.model, self._fit, self.labels_, self.config,
+                                       self._n_clusterings, len(self.schedule_),
+                                       self.process_group)
 
     # -- training ----------------------------------------------------------------------------
     def _maybe_cluster(self) -> None:
@@ -268,6 +281,8 @@ class SelfLabelTrainer:
             losses = [nn.functional.cross_entropy(out[m].float().reshape(H * idx.numel(), -1),
                                                   target) for m in self.modalities]
             loss = torch.stack(losses).sum() / len(self.modalities)
+        if self.config.modality_weights == "information":
+            self._fit.add(losses)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -420,3 +435,4 @@ class SelfLabelTrainer:
         :class:`CheckpointError` naming it, or, when the previous checkpoint is there, loads
         that one with a warning."""
         self.load_state_dict(read_trainer_checkpoint(path))
+

@@ -162,9 +162,12 @@ def heads_log_probs(loaded: LoadedRun, features: Mapping[str, torch.Tensor]) -> 
     return out
 
 
-def predict(log_probs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(log_probs: Mapping[str, torch.Tensor], weights: Any = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels ``(H, N)`` and confidences: argmax and probability under ``softmax`` of the mean
-    of the modalities' log-probabilities (eq. 6; no optimal transport, any videos)."""
-    mean = average_views(list(log_probs.values()), normalize=False).log_softmax(-1)
+    of the modalities' log-probabilities (eq. 6, weighted by ``weights``, e.g. the model's
+    ``weights_of(log_probs)``; no optimal transport, any videos)."""
+    mean = average_views(list(log_probs.values()), normalize=False,
+                         weights=weights).log_softmax(-1)
     conf, labels = mean.max(-1)
     return labels, conf.exp()

@@ -165,7 +165,8 @@ def evaluate(
     dataset = _inference.eval_dataset(videos, config)
     bs = loaded.batch_size(batch_size)
     feats = _inference.extract(loaded, dataset, batch_size=bs, progress=progress)
-    labs = modality_labels(_inference.heads_log_probs(loaded, feats.z))
+    log_probs = _inference.heads_log_probs(loaded, feats.z)
+    labs = modality_labels(log_probs, loaded.model.weights_of(log_probs))
     if on_training_data and loaded.train_labels is not None:
         labs["self"] = loaded.train_labels.cpu()
     primary = loaded.primary
@@ -269,7 +270,8 @@ def degrade(
     for f in factors:
         transform = {"video": partial(degrade_frames, factor=int(f))}
         feats = _inference.extract(loaded, dataset, batch_size=batch_size, transform=transform)
-        labs = modality_labels(_inference.heads_log_probs(loaded, feats.z))
+        log_probs = _inference.heads_log_probs(loaded, feats.z)
+        labs = modality_labels(log_probs, loaded.model.weights_of(log_probs))
         keep = _scored(y, feats.failed)
         k = int(len(np.unique(y[keep])))
         km = kmeans_baseline(_l2(feats.z["video"]), k, seed=config.training.seed).labels.numpy()

@@ -67,7 +67,8 @@ def label(
     out_csv = Path(out_csv) if out_csv is not None else default_out
     dataset = _inference.eval_dataset(videos, config)
     feats = _inference.extract(loaded, dataset, batch_size=batch_size, progress=progress)
-    labels, confidence = _inference.predict(_inference.heads_log_probs(loaded, feats.z))
+    log_probs = _inference.heads_log_probs(loaded, feats.z)
+    labels, confidence = _inference.predict(log_probs, loaded.model.weights_of(log_probs))
     primary = loaded.primary
     H = labels.shape[0]
     buffer = io.StringIO()

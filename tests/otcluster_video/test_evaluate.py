@@ -31,6 +31,17 @@ def test_modality_labels_are_argmax_of_each_and_of_the_mean():
     assert out["both"].shape == (3, 50)
 
 
+def test_modality_labels_weighted():
+    g = torch.Generator().manual_seed(1)
+    lv = torch.randn(2, 40, 5, generator=g).log_softmax(-1)
+    la = torch.randn(2, 40, 5, generator=g).log_softmax(-1)
+    out = modality_labels({"video": lv, "audio": la}, [0.2, 0.8])
+    assert torch.equal(out["both"], (0.2 * lv + 0.8 * la).argmax(-1))
+    assert torch.equal(modality_labels({"video": lv, "audio": la}, [0.0, 1.0])["both"],
+                       la.argmax(-1))
+    assert not torch.equal(out["both"], modality_labels({"video": lv, "audio": la})["both"])
+
+
 def test_modality_labels_single_modality_and_errors():
     lv = torch.zeros(1, 5, 3)
     assert set(modality_labels({"video": lv})) == {"video"}

@@ -1,0 +1,219 @@
+"""Weighted eq. 6: ``average_views(weights=)``, the model's ``modality_weights`` buffer, fixed
+and ``"information"`` weights in the trainer (dense and memory-bounded, checkpoints)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from selflabel_data import Blobs, encoders, single_threaded
+
+from otcluster import HeadConfig, MultiHead, SelfLabelModel, SelfLabelTrainer, TrainerConfig, average_views
+from otcluster._train.weighting import information_weights, label_entropy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    undo = single_threaded()
+    yield
+    undo()
+
+
+def _config(**kw):
+    base = dict(heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=None, dropout=0.0),
+                epochs=4, batch_size=32, lr=0.05, warmup_epochs=1, n_clusterings=5,
+                prior="uniform", show_progress=False)
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+# -- average_views ----------------------------------------------------------------------------
+
+def test_weighted_average_is_the_weighted_sum_of_log_softmax():
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(2, 7, 5, generator=g) for _ in range(3))
+    got = average_views([a, b, c], weights=[2.0, 1.0, 1.0])
+    ls = [torch.log_softmax(x, -1) for x in (a, b, c)]
+    torch.testing.assert_close(got, 0.5 * ls[0] + 0.25 * ls[1] + 0.25 * ls[2])
+    # a dict is keyed by name; a zero weight leaves the view out; equal weights = the mean
+    got = average_views({"x": a, "y": b}, weights={"y": 3.0, "x": 0.0})
+    torch.testing.assert_close(got, ls[1])
+    torch.testing.assert_close(average_views([a, b], weights=[1, 1]), average_views([a, b]))
+
+
+def test_weighted_average_never_writes_into_the_inputs():
+    a, b = torch.randn(4, 3).log_softmax(-1), torch.randn(4, 3).log_softmax(-1)
+    a0, b0 = a.clone(), b.clone()
+    average_views([a, b], normalize=False, weights=[0.3, 0.7])
+    average_views([a, b], normalize=False, weights=[1.0, 0.0])
+    assert torch.equal(a, a0) and torch.equal(b, b0)
+
+
+@pytest.mark.parametrize("weights,match", [
+    ([1.0], "1 entries for 2 views"), ([1.0, -1.0], "non-negative"), ([0.0, 0.0], "not all 0"),
+    ([1.0, math.nan], "finite"), (["a", 1.0], "numbers"), ({"a": 1.0}, "missing"),
+])
+def test_bad_weights_are_named(weights, match):
+    views = {"a": torch.zeros(2, 3), "b": torch.zeros(2, 3)} if isinstance(weights, dict) \
+        else [torch.zeros(2, 3), torch.zeros(2, 3)]
+    with pytest.raises(ValueError, match=match):
+        average_views(views, weights=weights)
+
+
+# -- the information weights --------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 5), min_size=1, max_size=5), st.floats(0.1, 3))
+def test_information_weights_are_a_distribution_ordered_by_fit(ce, entropy):
+    w = information_weights(ce, entropy)
+    if all(c >= entropy for c in ce):
+        assert w is None
+        return
+    assert w is not None and len(w) == len(ce)
+    assert all(v >= 0 for v in w) and math.isclose(sum(w), 1.0)
+    for i in range(len(ce)):
+        for j in range(len(ce)):
+            if ce[i] < ce[j]:
+                assert w[i] >= w[j]  # a modality that predicts the labels better weighs more
+        if ce[i] >= entropy:
+            assert w[i] == 0.0
+
+
+def test_label_entropy_is_that_of_the_cluster_sizes():
+    labels = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])
+    assert math.isclose(label_entropy(labels, 3), (math.log(2) + 0.0) / 2)
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+def _model():
+    torch.manual_seed(0)
+    enc = {"a": torch.nn.Linear(4, 8), "b": torch.nn.Linear(3, 8)}
+    cfg = HeadConfig(n_heads=2, n_clusters=5, hidden_dim=None)
+    return SelfLabelModel(enc, {m: MultiHead(8, cfg) for m in enc}).eval()
+
+
+def test_model_weights_default_equal_set_saved_and_used():
+    model = _model()
+    assert model.modality_weights.tolist() == [0.5, 0.5] and model.weights_of(["a", "b"]) is None
+    feats = {"a": torch.randn(6, 8), "b": torch.randn(6, 8)}
+    equal = model.mean_log_probs(feats)
+    model.set_modality_weights({"a": 1.0, "b": 3.0})
+    assert model.weights_of(["a", "b"]) == [0.25, 0.75]
+    lp = model.log_probs_from_features(feats)
+    with torch.no_grad():
+        torch.testing.assert_close(model.mean_log_probs(feats), 0.25 * lp["a"] + 0.75 * lp["b"])
+        assert not torch.allclose(model.mean_log_probs(feats), equal)
+    other = _model()
+    other.load_state_dict(model.state_dict())
+    assert other.weights_of(["a", "b"]) == [0.25, 0.75]
+    # a state dict written before the weights existed loads with equal weights
+    old = {k: v for k, v in model.state_dict().items() if k != "modality_weights"}
+    other.load_state_dict(old)
+    assert other.modality_weights.tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match="missing"):
+        model.set_modality_weights({"a": 1.0})
+
+
+# -- the trainer --------------------------------------------------------------------------------
+
+class OneInformative(Blobs):
+    """Modality ``a`` sees the classes; ``b`` is noise, redrawn at every read."""
+
+    def __getitem__(self, i):
+        out = super().__getitem__(i)
+        out["b"] = torch.randn(self.d)
+        return out
+
+
+def test_information_weights_follow_the_informative_modality():
+    data = OneInformative(n=240, k=4)
+    trainer = SelfLabelTrainer(encoders(), data, _config(modality_weights="information"),
+                               ground_truth=data.y)
+    history = trainer.fit()
+    recs = [r for r in history if r["event"] == "clustering"]
+    assert recs[0]["modality_weights"] == {"a": 0.5, "b": 0.5}  # nothing measured yet
+    w = recs[-1]["modality_weights"]
+    assert math.isclose(w["a"] + w["b"], 1.0, rel_tol=1e-6)
+    assert w["a"] > 0.9, w  # the noise modality cannot predict the labels
+    assert torch.allclose(trainer.model.modality_weights, torch.tensor([w["a"], w["b"]]))
+    assert recs[-1]["nmi"] > 0.9
+    # labels of new data use the same weights
+    labels, _ = trainer.predict(Blobs(n=240, k=4, augment=0.0))
+    assert labels.shape == (2, 240)
+
+
+def test_equal_weighting_records_no_weights_and_keeps_the_mean():
+    data = Blobs(n=120, k=4)
+    trainer = SelfLabelTrainer(encoders(), data, _config(epochs=2))
+    history = trainer.fit()
+    assert all("modality_weights" not in r for r in history)
+    assert trainer.model.modality_weights.tolist() == [0.5, 0.5]
+
+
+def test_fixed_weights_are_checked_against_the_encoders():
+    with pytest.raises(ValueError, match="one weight per modality"):
+        SelfLabelTrainer(encoders(), Blobs(n=64), _config(modality_weights={"a": 1.0}))
+    with pytest.raises(ValueError, match="TrainerConfig.modality_weights"):
+        _config(modality_weights="loudest").validate()
+    with pytest.raises(ValueError, match="TrainerConfig.modality_weights"):
+        _config(modality_weights={"a": -1.0, "b": 1.0}).validate()
+
+
+@pytest.mark.parametrize("hidden", [None, 16])
+def test_memory_bounded_clustering_uses_the_weights(hidden):
+    data = Blobs(n=300, k=5, augment=0.0)
+    heads = HeadConfig(n_heads=3, n_clusters=5, hidden_dim=hidden, dropout=0.3)
+    kw = dict(heads=heads, prior="gaussian", sinkhorn_tol=1e-4,
+              modality_weights={"a": 0.15, "b": 0.85})
+    enc = encoders()
+    a = SelfLabelTrainer(enc, data, _config(**kw))
+    b = SelfLabelTrainer(copy.deepcopy(enc), data, _config(memory_bounded=True, **kw))
+    b.model.load_state_dict(a.model.state_dict())
+    assert a.model.weights_of(["a", "b"]) == pytest.approx([0.15, 0.85])
+    equal = SelfLabelTrainer(copy.deepcopy(enc), data, _config(**{**kw, "modality_weights": "equal"}))
+    equal.model.load_state_dict({**a.model.state_dict(),
+                                 "modality_weights": torch.tensor([0.5, 0.5])})
+    a._cluster(), b._cluster(), equal._cluster()
+    agree = (a.labels_ == b.labels_).double().mean().item()
+    assert agree >= 0.997, agree
+    assert not torch.equal(a.labels_, equal.labels_)  # the weights changed the clustering
+
+
+class _Crash(Exception):
+    pass
+
+
+class CrashAfterEpoch2(SelfLabelTrainer):
+    def save_checkpoint(self, path):
+        super().save_checkpoint(path)
+        if self.epoch_ == 2:
+            raise _Crash
+
+
+def test_information_weights_resume_exactly(tmp_path):
+    data = Blobs(n=150, k=4)
+    cfg = dict(heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3),
+               n_clusterings=3, prior="gaussian", modality_weights="information")
+    full = SelfLabelTrainer(encoders(seed=5), data, _config(checkpoint_dir=str(tmp_path / "f"), **cfg))
+    full.fit()
+    crashing = CrashAfterEpoch2(encoders(seed=5), data,
+                                _config(checkpoint_dir=str(tmp_path / "r"), **cfg))
+    with pytest.raises(_Crash):
+        crashing.fit()
+    # the checkpoint falls between clusterings: the cross-entropies so far are part of it
+    assert float(torch.load(tmp_path / "r" / "last.pt", weights_only=True)["modality_fit"][-1]) > 0
+    resumed = SelfLabelTrainer(encoders(seed=9), data,
+                               _config(checkpoint_dir=str(tmp_path / "r"), **cfg))
+    resumed.fit()
+    assert torch.equal(resumed.labels_, full.labels_)
+    assert torch.equal(resumed.model.modality_weights, full.model.modality_weights)
+    assert not torch.equal(full.model.modality_weights, torch.tensor([0.5, 0.5]))
+    loaded = SelfLabelModel.from_checkpoint(tmp_path / "f", encoders(seed=1))
+    assert torch.equal(loaded.modality_weights, full.model.modality_weights)
+    only_b = SelfLabelModel.from_checkpoint(tmp_path / "f", {"b": encoders(seed=1)["b"]})
+    assert only_b.modalities == ["b"] and only_b.weights_of(["b"]) is None
