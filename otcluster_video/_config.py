@@ -383,13 +383,13 @@ class ClusteringConfig:
     ``modality_weights``: how eq. 6 weighs the video and audio heads: ``"equal"`` (the
     paper's mean), ``"information"`` (each stream by how well its heads predict the current
     labels, re-estimated at every clustering; :class:`otcluster.TrainerConfig`) or fixed weights
-    ``[video, audio]``; ``modality_weights_warmup``: the share of first clusterings kept equal."""
+    ``[video, audio]``; ``modality_weights_floor``: the least share of a stream (``"information"``)."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
     sinkhorn_tau: float | None = None
     modality_weights: str | tuple[float, float] = "equal"
-    modality_weights_warmup: float = 0.0
+    modality_weights_floor: float = 0.2
 
     _SECTION: ClassVar[str] = "clustering"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -397,7 +397,7 @@ class ClusteringConfig:
         "schedule_power": _above(0),
         "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
-        "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights": (
             lambda v: v in ("equal", "information") or (
                 isinstance(v, tuple) and len(v) == 2

@@ -62,7 +62,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "modality_weights": (lambda v: v in WEIGHTINGS or _weight_map(v),
                          f"one of {WEIGHTINGS} or a dict {{modality: weight}} of non-negative "
                          f"numbers with a positive sum"),
-    "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
+    "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -125,17 +125,20 @@ class TrainerConfig:
         ranked worse on the digits tuning seeds).
     modality_weights : {"equal", "information"} or dict of str to float, default "equal"
         Weights of the modalities in eq. 6 (the clustering and :meth:`predict`). ``"equal"``:
-        the paper's mean. ``"information"``: at every clustering, each modality's weight is
-        ``max(H(Y) - CE_m, 0)`` (normalised), a lower bound on the mutual information between
-        its inputs and the current labels (``CE_m``: its heads' training cross-entropy since the
-        previous clustering; ``H(Y)``: entropy of the cluster sizes), so a modality that cannot
-        predict the labels stops steering them (see ``otcluster._train.weighting``). A dict
-        fixes them (one entry per modality). The weights are saved with the model
+        the paper's mean. ``"information"``: at every clustering, each modality's share is
+        ``I_m = max(H(Y) - CE_m, 0)``, a lower bound on the mutual information between its
+        inputs and the current labels (``CE_m``: its heads' training cross-entropy since the
+        previous clustering; ``H(Y)``: entropy of the cluster sizes), and its weight is
+        ``max(I_m / sum(I), modality_weights_floor)``, normalised: a modality that predicts the
+        labels poorly loses its say in them down to the floor (see
+        ``otcluster._train.weighting``). Equal weights until the first steps are measured. A
+        dict fixes them (one entry per modality). The weights are saved with the model
         (``SelfLabelModel.modality_weights``) and recorded in the history.
-    modality_weights_warmup : float in [0, 1), default 0
-        With ``"information"``: fraction of the clusterings, the first ones, that keep equal
-        weights, so that a modality that learns more slowly is not written off before its
-        encoder has learnt anything.
+    modality_weights_floor : float in [0, 1), default 0.2
+        Least share of a modality with ``"information"`` (before normalising). The video
+        recipe's tuning worlds (``docs/benchmarks/robustness_av.md``): without a floor the
+        slower-learning video stream dropped to weight 0 in the first epochs of every world and
+        the worlds where it carries the class lost; 0.2 kept them.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -202,7 +205,7 @@ class TrainerConfig:
     prior_warmup: float = 0.0
     prior_warmup_tau: float | None = 1.0
     modality_weights: str | dict = "equal"
-    modality_weights_warmup: float = 0.0
+    modality_weights_floor: float = 0.2
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

@@ -5,8 +5,8 @@ bound on the mutual information between its inputs and the current labels, the B
 bound ``I(X_m; Y) >= H(Y) - CE_m``, where ``CE_m`` is the cross-entropy of the modality's heads
 on the training batches since the previous clustering and ``H(Y)`` the entropy of the labels'
 cluster sizes. A modality whose heads cannot predict the labels better than their sizes gets
-weight 0 and stops steering the clustering (it is still trained on the labels, and regains
-weight when it learns to predict them).
+the least weight, ``modality_weights_floor``, and mostly stops steering the clustering (it is
+still trained on the labels, and regains weight when it learns to predict them).
 """
 
 from __future__ import annotations
@@ -35,11 +35,15 @@ def label_entropy(labels: torch.Tensor, n_clusters: int) -> float:
     return float(-(frac * torch.log(frac.clamp_min(1e-300))).sum(1).mean())
 
 
-def information_weights(cross_entropy: Sequence[float], entropy: float) -> list[float] | None:
-    """``max(entropy - CE_m, 0)`` normalised to sum 1; None when no modality beats the sizes.
+def information_weights(cross_entropy: Sequence[float], entropy: float, floor: float = 0.0
+                        ) -> list[float] | None:
+    """Shares ``I_m / sum(I)`` of ``I_m = max(entropy - CE_m, 0)``, each raised to at least
+    ``floor``, normalised to sum 1; None when no modality beats the sizes.
 
     >>> [round(w, 3) for w in information_weights([1.4, 0.2], 1.8)]
     [0.2, 0.8]
+    >>> [round(w, 3) for w in information_weights([1.9, 0.2], 1.8, floor=0.2)]
+    [0.167, 0.833]
     >>> information_weights([2.0, 1.9], 1.8) is None
     True
     """
@@ -47,7 +51,8 @@ def information_weights(cross_entropy: Sequence[float], entropy: float) -> list[
     total = sum(info)
     if not total > 0:
         return None
-    return [v / total for v in info]
+    shares = [max(v / total, floor) for v in info]
+    return [v / sum(shares) for v in shares]
 
 
 class FitTracker:
@@ -76,21 +81,20 @@ def fixed_weights(weights: Mapping[str, float], modalities: list[str]) -> dict[s
 
 
 def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torch.Tensor | None,
-                            config: TrainerConfig, n_clusterings: int, n_scheduled: int,
-                            process_group: Any = None) -> dict[str, float] | None:
-    """Before clustering ``n_clusterings`` (0-based) of ``n_scheduled``, with
-    ``modality_weights="information"``: set ``model``'s eq. 6 weights from the cross-entropies
-    in ``fit`` (summed over the ranks, then reset) against ``labels``, once the warm-up
-    (``modality_weights_warmup``) is over and a step was measured; otherwise they stay.
+                            config: TrainerConfig, process_group: Any = None
+                            ) -> dict[str, float] | None:
+    """Before a clustering, with ``modality_weights="information"``: set ``model``'s eq. 6
+    weights from the cross-entropies in ``fit`` (summed over the ranks, then reset) against
+    ``labels``, once a step was measured; otherwise they stay.
 
     Returns the weights in use (by modality), or None for fixed weights."""
     if config.modality_weights != "information":
         return None
     sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
-    started = n_clusterings >= round(config.modality_weights_warmup * n_scheduled)
-    if started and labels is not None and float(sums[-1]) > 0:
+    if labels is not None and float(sums[-1]) > 0:
         ce = (sums[:-1] / sums[-1]).tolist()
-        w = information_weights(ce, label_entropy(labels, config.heads.n_clusters))
+        w = information_weights(ce, label_entropy(labels, config.heads.n_clusters),
+                                config.modality_weights_floor)
         if w is not None:
             model.set_modality_weights(dict(zip(model.modalities, w)))
     fit.reset()

@@ -67,20 +67,22 @@ def test_bad_weights_are_named(weights, match):
 # -- the information weights --------------------------------------------------------------------
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(0, 5), min_size=1, max_size=5), st.floats(0.1, 3))
-def test_information_weights_are_a_distribution_ordered_by_fit(ce, entropy):
-    w = information_weights(ce, entropy)
+@given(st.lists(st.floats(0, 5), min_size=1, max_size=5), st.floats(0.1, 3),
+       st.sampled_from([0.0, 0.1, 0.2, 0.5]))
+def test_information_weights_are_a_distribution_ordered_by_fit(ce, entropy, floor):
+    w = information_weights(ce, entropy, floor)
     if all(c >= entropy for c in ce):
         assert w is None
         return
     assert w is not None and len(w) == len(ce)
     assert all(v >= 0 for v in w) and math.isclose(sum(w), 1.0)
+    lowest = floor / max(1.0, floor * len(ce) + 1.0 - floor)  # the floor after normalising
     for i in range(len(ce)):
         for j in range(len(ce)):
             if ce[i] < ce[j]:
-                assert w[i] >= w[j]  # a modality that predicts the labels better weighs more
+                assert w[i] >= w[j] - 1e-12  # a modality that predicts the labels better weighs more
         if ce[i] >= entropy:
-            assert w[i] == 0.0
+            assert w[i] == 0.0 if floor == 0 else w[i] >= lowest - 1e-12
 
 
 def test_label_entropy_is_that_of_the_cluster_sizes():
@@ -130,16 +132,21 @@ class OneInformative(Blobs):
         return out
 
 
-def test_information_weights_follow_the_informative_modality():
+@pytest.mark.parametrize("floor", [0.0, 0.2])
+def test_information_weights_follow_the_informative_modality(floor):
     data = OneInformative(n=240, k=4)
-    trainer = SelfLabelTrainer(encoders(), data, _config(modality_weights="information"),
-                               ground_truth=data.y)
+    cfg = _config(modality_weights="information", modality_weights_floor=floor)
+    trainer = SelfLabelTrainer(encoders(), data, cfg, ground_truth=data.y)
     history = trainer.fit()
     recs = [r for r in history if r["event"] == "clustering"]
     assert recs[0]["modality_weights"] == {"a": 0.5, "b": 0.5}  # nothing measured yet
     w = recs[-1]["modality_weights"]
     assert math.isclose(w["a"] + w["b"], 1.0, rel_tol=1e-6)
-    assert w["a"] > 0.9, w  # the noise modality cannot predict the labels
+    # the noise modality cannot predict the labels: down to the floor (0.2 / 1.2 normalised)
+    if floor == 0:
+        assert w["a"] > 0.9, w
+    else:
+        assert w["b"] == pytest.approx(floor / (1 + floor), abs=1e-6), w
     assert torch.allclose(trainer.model.modality_weights, torch.tensor([w["a"], w["b"]]))
     assert recs[-1]["nmi"] > 0.9
     # labels of new data use the same weights

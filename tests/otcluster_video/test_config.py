@@ -232,9 +232,9 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
     fixed = load_preset("cpu", {"clustering.modality_weights": [0.25, 0.75]})
     assert trainer_config(fixed).modality_weights == {"video": 0.25, "audio": 0.75}
     info = load_preset("cpu", {"clustering.modality_weights": "information",
-                               "clustering.modality_weights_warmup": 0.2})
+                               "clustering.modality_weights_floor": 0.1})
     t = trainer_config(info)
-    assert (t.modality_weights, t.modality_weights_warmup) == ("information", 0.2)
+    assert (t.modality_weights, t.modality_weights_floor) == ("information", 0.1)
     for cfg in (fixed, info):
         path = tmp_path / "c.toml"
         path.write_text(config_to_toml(cfg))
@@ -242,8 +242,8 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
     for bad in ("loudest", [1.0], [-1.0, 2.0], [0.0, 0.0]):
         with pytest.raises(ValueError, match="clustering.modality_weights"):
             load_preset("cpu", {"clustering.modality_weights": bad})
-    with pytest.raises(ValueError, match="clustering.modality_weights_warmup"):
-        load_preset("cpu", {"clustering.modality_weights_warmup": 1.0})
+    with pytest.raises(ValueError, match="clustering.modality_weights_floor"):
+        load_preset("cpu", {"clustering.modality_weights_floor": 1.0})
 
 
 def test_optional_tau_round_trips_through_the_run_config(tmp_path):
