@@ -62,6 +62,9 @@ def _describe(record: Mapping[str, Any]) -> str:
                                                            else " (not converged)"))
         if "seconds" in r:
             parts.append(f"{r['seconds']:.1f} s")
+        if isinstance(r.get("modality_weights"), dict):
+            parts.append("stream weights " + ", ".join(
+                f"{m} {w:.2f}" for m, w in r["modality_weights"].items()))
         if "nmi" in r:
             parts.append(f"NMI to the folder names (head 0) {100 * r['nmi']:.1f}")
         return ", ".join(parts)

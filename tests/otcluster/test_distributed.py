@@ -113,7 +113,8 @@ def _train_part(rank: int, out: str) -> None:
     cfg = TrainerConfig(
         heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3), epochs=3,
         batch_size=16, lr=0.05, warmup_epochs=1, n_clusterings=4, prior="gaussian",
-        show_progress=False, checkpoint_dir=str(Path(out) / "ckpt"))
+        modality_weights="information", show_progress=False,
+        checkpoint_dir=str(Path(out) / "ckpt"))
     trainer = SelfLabelTrainer(encoders(seed=rank), data, cfg, process_group=dist.group.WORLD,
                                ground_truth=data.y)
     history = trainer.fit()
@@ -154,6 +155,9 @@ def test_two_process_training_agrees_on_labels(two_processes):
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a["history"]]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b["history"]]
     assert clusterings[-1]["nmi"] > 0.8
+    # the information weights come from cross-entropies summed over both ranks: the same on each
+    weights = clusterings[-1]["modality_weights"]
+    assert weights != {"a": 0.5, "b": 0.5} and abs(sum(weights.values()) - 1) < 1e-6
     assert [r["modality"] for r in a["history"] if r["event"] == "align"] == ["b"]
     assert a["history"][-1]["event"] == "clustering" and a["history"][-1]["memory_bounded"]
     state = torch.load(two_processes / "ckpt" / "last.pt", weights_only=True)

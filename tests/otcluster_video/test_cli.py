@@ -195,3 +195,12 @@ def test_no_parser_function_is_long():
     for name, fn in inspect.getmembers(cli, inspect.isfunction):
         if fn.__module__ == cli.__name__:
             assert len(inspect.getsource(fn).splitlines()) <= 60, name
+
+
+def test_train_log_names_the_stream_weights():
+    from otcluster_video.commands.train import _describe
+
+    line = _describe({"event": "clustering", "clustering": 3, "step": 40, "n_iter": 12,
+                      "modality_weights": {"video": 0.1667, "audio": 0.8333}})
+    assert "stream weights video 0.17, audio 0.83" in line
+    assert "stream weights" not in _describe({"event": "clustering", "clustering": 0, "step": 0})
