@@ -377,19 +377,18 @@ class ClusteringConfig:
     """When and how to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) **
     schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
 
-    ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)`` instead
-    of sizes fixed to the prior (see :func:`otcluster.sinkhorn`); left out: fixed sizes.
-
-    ``modality_weights``: how eq. 6 weighs the video and audio heads: ``"equal"`` (the
-    paper's mean), ``"information"`` (each stream by how well its heads predict the current
-    labels, re-estimated at every clustering; :class:`otcluster.TrainerConfig`) or fixed weights
-    ``[video, audio]``; ``modality_weights_floor``: the least share of a stream (``"information"``)."""
+    ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)``
+    (:func:`otcluster.sinkhorn`); left out: sizes fixed to the prior. ``modality_weights``: how
+    eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
+    (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
+    and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
     sinkhorn_tau: float | None = None
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
+    modality_weights_warmup: float = 0.0
 
     _SECTION: ClassVar[str] = "clustering"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -398,6 +397,7 @@ class ClusteringConfig:
         "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights": (
             lambda v: v in ("equal", "information") or (
                 isinstance(v, tuple) and len(v) == 2

@@ -63,6 +63,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
                          f"one of {WEIGHTINGS} or a dict {{modality: weight}} of non-negative "
                          f"numbers with a positive sum"),
     "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
+    "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -139,6 +140,10 @@ class TrainerConfig:
         recipe's tuning worlds (``docs/benchmarks/robustness_av.md``): without a floor the
         slower-learning video stream dropped to weight 0 in the first epochs of every world and
         the worlds where it carries the class lost; 0.2 kept them.
+    modality_weights_warmup : float in [0, 1), default 0
+        With ``"information"``: fraction of the clusterings, the first ones, that keep equal
+        weights, so that a modality that learns more slowly is not judged before its encoder
+        has learnt anything.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -206,6 +211,7 @@ class TrainerConfig:
     prior_warmup_tau: float | None = 1.0
     modality_weights: str | dict = "equal"
     modality_weights_floor: float = 0.2
+    modality_weights_warmup: float = 0.0
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

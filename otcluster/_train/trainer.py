@@ -254,6 +254,7 @@ class SelfLabelTrainer:
     def _update_modality_weights(self) -> dict[str, float] | None:
         """The eq. 6 weights of this clustering (:func:`update_modality_weights`)."""
         return update_modality_weights(self.model, self._fit, self.labels_, self.config,
+                                       self._n_clusterings, len(self.schedule_),
                                        self.process_group)
 
     # -- training ----------------------------------------------------------------------------

@@ -81,17 +81,19 @@ def fixed_weights(weights: Mapping[str, float], modalities: list[str]) -> dict[s
 
 
 def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torch.Tensor | None,
-                            config: TrainerConfig, process_group: Any = None
-                            ) -> dict[str, float] | None:
-    """Before a clustering, with ``modality_weights="information"``: set ``model``'s eq. 6
-    weights from the cross-entropies in ``fit`` (summed over the ranks, then reset) against
-    ``labels``, once a step was measured; otherwise they stay.
+                            config: TrainerConfig, n_clusterings: int, n_scheduled: int,
+                            process_group: Any = None) -> dict[str, float] | None:
+    """Before clustering ``n_clusterings`` (0-based) of ``n_scheduled``, with
+    ``modality_weights="information"``: set ``model``'s eq. 6 weights from the cross-entropies
+    in ``fit`` (summed over the ranks, then reset) against ``labels``, once the warm-up
+    (``modality_weights_warmup``) is over and a step was measured; otherwise they stay.
 
     Returns the weights in use (by modality), or None for fixed weights."""
     if config.modality_weights != "information":
         return None
     sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
-    if labels is not None and float(sums[-1]) > 0:
+    started = n_clusterings >= round(config.modality_weights_warmup * n_scheduled)
+    if started and labels is not None and float(sums[-1]) > 0:
         ce = (sums[:-1] / sums[-1]).tolist()
         w = information_weights(ce, label_entropy(labels, config.heads.n_clusters),
                                 config.modality_weights_floor)

@@ -154,6 +154,15 @@ def test_information_weights_follow_the_informative_modality(floor):
     assert labels.shape == (2, 240)
 
 
+def test_information_weights_wait_for_the_warmup():
+    data = OneInformative(n=240, k=4)
+    cfg = _config(modality_weights="information", modality_weights_warmup=0.6)  # 3 of 5
+    history = SelfLabelTrainer(encoders(), data, cfg).fit()
+    weights = [r["modality_weights"]["a"] for r in history if r["event"] == "clustering"]
+    assert len(weights) == 5 and weights[:3] == [0.5, 0.5, 0.5], weights
+    assert weights[3] > 0.7 and weights[4] > 0.7, weights
+
+
 def test_equal_weighting_records_no_weights_and_keeps_the_mean():
     data = Blobs(n=120, k=4)
     trainer = SelfLabelTrainer(encoders(), data, _config(epochs=2))

@@ -244,6 +244,10 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
             load_preset("cpu", {"clustering.modality_weights": bad})
     with pytest.raises(ValueError, match="clustering.modality_weights_floor"):
         load_preset("cpu", {"clustering.modality_weights_floor": 1.0})
+    with pytest.raises(ValueError, match="clustering.modality_weights_warmup"):
+        load_preset("cpu", {"clustering.modality_weights_warmup": -0.1})
+    assert trainer_config(load_preset("cpu", {"clustering.modality_weights_warmup": 0.3})
+                          ).modality_weights_warmup == 0.3
 
 
 def test_optional_tau_round_trips_through_the_run_config(tmp_path):
