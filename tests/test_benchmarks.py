@@ -216,3 +216,36 @@ def test_bench_zipf_priors_quick(tmp_path):
             assert 0.0 <= r["mean"] <= 1.0 and len(r["runs"]) == 1
     md = (tmp_path / "zipf_priors.md").read_text()
     assert "| zipf, tau=10 |" in md and "| zipf, warm-up 0.5 | " in md
+
+
+def test_bench_modality_weights_quick(tmp_path):
+    """Equal vs information vs fixed eq. 6 weights on digits views: every scenario, method and
+    single-view reference is in the JSON and the Markdown, the weights are distributions, and the
+    tuning seed is kept apart from the reported one."""
+    _run([str(BENCH / "bench_modality_weights.py"), "--quick", "--out", str(tmp_path)], cwd=tmp_path,
+         timeout=600)
+    res = json.loads((tmp_path / "modality_weights.json").read_text())
+    assert (tmp_path / "modality_weights.png").stat().st_size > 0
+    md = (tmp_path / "modality_weights.md").read_text()
+    assert res["seeds"] == [1] and res["tuning_seeds"] == [0]
+    scenarios = {"clean": ["left", "right"], "noise view": ["left", "noise"],
+                 "degraded view": ["left", "degraded"], "unpaired view": ["left", "unpaired"],
+                 "three views": ["left", "right", "noise"]}
+    methods = ["equal", "information, floor 0.2", "information, floor 0", "fixed"]
+    assert list(res["scenarios"]) == list(scenarios)
+    for name, views in scenarios.items():
+        sc = res["scenarios"][name]
+        assert sc["views"] == views and list(sc["methods"]) == methods, name
+        assert set(sc["single"]) == {f"{v} alone" for v in views}, name
+        assert res["fixed_choice"][name] in res["fixed_grid"][name]
+        assert f"## {name}: {' + '.join(views)}" in md
+        for m, r in sc["methods"].items():
+            assert 0.0 <= r["nmi"]["mean"] <= 1.0 and len(r["nmi"]["runs"]) == 1, (name, m)
+            assert -1.0 <= r["ari"]["mean"] <= 1.0, (name, m)
+            assert set(r["weights"]) == set(views)
+            assert sum(r["weights"].values()) == pytest.approx(1.0, abs=1e-5), (name, m)
+            assert md.count(f"| {m} |") + md.count(f"| {m}, w = ") >= 1, (name, m)
+        assert sc["methods"]["equal"]["weights"] == pytest.approx({v: 1 / len(views) for v in views})
+        assert len(sc["methods"]["information, floor 0.2"]["weights_course"][0]) == res["n_clusterings"]
+        for v in views:
+            assert f"| *{v} alone* |" in md
