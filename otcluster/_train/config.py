@@ -132,14 +132,17 @@ class TrainerConfig:
         previous clustering; ``H(Y)``: entropy of the cluster sizes), and its weight is
         ``max(I_m / sum(I), modality_weights_floor)``, normalised: a modality that predicts the
         labels poorly loses its say in them down to the floor (see
-        ``otcluster._train.weighting``). Equal weights until the first steps are measured. A
-        dict fixes them (one entry per modality). The weights are saved with the model
-        (``SelfLabelModel.modality_weights``) and recorded in the history.
+        ``otcluster._train.weighting``). Experimental: a feedback loop that can settle on the
+        modality that fits its own labels best, not the informative one (digits with a noise
+        view: collapsed in 2 of 5 seeds, ``docs/benchmarks/modality_weights.md``). A dict fixes
+        the weights (one entry per modality), the robust choice when you know the weak one. The
+        weights are saved with the model (``SelfLabelModel.modality_weights``) and recorded in
+        the history.
     modality_weights_floor : float in [0, 1), default 0.2
-        Least share of a modality with ``"information"`` (before normalising). The video
-        recipe's tuning worlds (``docs/benchmarks/robustness_av.md``): without a floor the
-        slower-learning video stream dropped to weight 0 in the first epochs of every world and
-        the worlds where it carries the class lost; 0.2 kept them.
+        Least share of a modality with ``"information"`` (before normalising). On the video
+        recipe's tuning worlds, without a floor the slower-learning video stream dropped to
+        weight 0 in the first epochs of every world, and the worlds where it carries the class
+        lost; 0.2 kept them (``docs/benchmarks/robustness_av.md``).
     modality_weights_warmup : float in [0, 1), default 0
         With ``"information"``: fraction of the clusterings, the first ones, that keep equal
         weights, so that a modality that learns more slowly is not judged before its encoder
