@@ -435,4 +435,3 @@ class SelfLabelTrainer:
         :class:`CheckpointError` naming it, or, when the previous checkpoint is there, loads
         that one with a warning."""
         self.load_state_dict(read_trainer_checkpoint(path))
-
