@@ -128,9 +128,9 @@ class Clusterer:
                 mw = self.model.weights_of(mods) or [1.0 / M] * M
                 w = torch.stack([torch.cat([ln.weight.float() * c for ln, c in zip(row, mw)], 1)
                                  for row in lin])
-                b = torch.stack([sum((ln.bias.float() if ln.bias is not None
-                                      else torch.zeros_like(ln.weight[:, 0])) * c
-                                     for ln, c in zip(row, mw)) for row in lin])
+                b = torch.stack([torch.stack([(ln.bias.float() if ln.bias is not None
+                                               else torch.zeros_like(ln.weight[:, 0])) * c
+                                              for ln, c in zip(row, mw)]).sum(0) for row in lin])
         finally:
             self.model.train(was)
         return z, w, b

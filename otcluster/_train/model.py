@@ -59,6 +59,8 @@ class SelfLabelModel(nn.Module):
     (torch.Size([2, 6, 5]), torch.Size([2, 6, 5]))
     """
 
+    modality_weights: torch.Tensor
+
     def __init__(self, encoders: Mapping[str, nn.Module], heads: Mapping[str, MultiHead]):
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
