@@ -13,6 +13,7 @@ from .._labeler import SinkhornLabeler
 from .config import TrainerConfig
 from .data import DataPasses, same_index
 from .model import SelfLabelModel
+from .weighting import size_entropy
 
 __all__ = ["Clusterer", "mean_log_probs_fn", "use_memory_bounded", "size_stats", "score",
            "check_ground_truth"]
@@ -150,11 +151,8 @@ def _converged(labeler: SinkhornLabeler) -> bool:
 def size_stats(labels: torch.Tensor, prev: torch.Tensor | None, K: int) -> dict[str, Any]:
     """Cluster-size entropy (nats, mean over heads), smallest and largest cluster, and the
     fraction of labels that changed since ``prev`` (mean over heads)."""
-    N = labels.shape[1]
-    sizes = torch.stack([torch.bincount(lab, minlength=K) for lab in labels]).double()
-    frac = sizes / N
-    ent = -(frac * torch.log(frac.clamp_min(1e-300))).sum(1)
-    return {"size_entropy": float(ent.mean()), "min_size": int(sizes.min()),
+    sizes = torch.stack([torch.bincount(lab, minlength=K) for lab in labels])
+    return {"size_entropy": size_entropy(sizes), "min_size": int(sizes.min()),
             "max_size": int(sizes.max()),
             "changed": None if prev is None else float((prev != labels).double().mean())}
 

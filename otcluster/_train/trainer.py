@@ -40,7 +40,7 @@ from .config import TrainerConfig
 from .data import DataPasses, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
-from .weighting import FitTracker, fixed_weights, update_modality_weights
+from .weighting import FitTracker, update_modality_weights
 
 __all__ = ["SelfLabelTrainer"]
 
@@ -170,7 +170,10 @@ class SelfLabelTrainer:
             int(round(cfg.prior_warmup * len(self.schedule_)))
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
         if isinstance(cfg.modality_weights, Mapping):
-            self.model.set_modality_weights(fixed_weights(cfg.modality_weights, self.modalities))
+            try:
+                self.model.set_modality_weights(cfg.modality_weights)
+            except ValueError as e:
+                raise ValueError(f"TrainerConfig.modality_weights: {e}") from None
         self._fit = FitTracker(len(self.modalities), self.device)
 
         self.labels_: torch.Tensor | None = None

@@ -11,7 +11,7 @@ still trained on the labels, and regains weight when it learns to predict them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,17 +22,22 @@ if TYPE_CHECKING:
     from .config import TrainerConfig
     from .model import SelfLabelModel
 
-__all__ = ["WEIGHTINGS", "FitTracker", "fixed_weights", "information_weights", "label_entropy",
+__all__ = ["WEIGHTINGS", "FitTracker", "information_weights", "label_entropy", "size_entropy",
            "update_modality_weights"]
 
 WEIGHTINGS = ("equal", "information")
 
 
+def size_entropy(sizes: torch.Tensor) -> float:
+    """Entropy (nats) of cluster sizes ``(H, K)`` (counts), mean over heads."""
+    frac = sizes.double() / sizes.sum(1, keepdim=True)
+    return float(-(frac * torch.log(frac.clamp_min(1e-300))).sum(1).mean())
+
+
 def label_entropy(labels: torch.Tensor, n_clusters: int) -> float:
     """Entropy (nats) of the cluster sizes of ``labels`` (H, N), mean over heads."""
-    sizes = torch.stack([torch.bincount(lab, minlength=n_clusters) for lab in labels.cpu()])
-    frac = sizes.double() / labels.shape[1]
-    return float(-(frac * torch.log(frac.clamp_min(1e-300))).sum(1).mean())
+    return size_entropy(torch.stack([torch.bincount(lab, minlength=n_clusters)
+                                     for lab in labels.cpu()]))
 
 
 def information_weights(cross_entropy: Sequence[float], entropy: float, floor: float = 0.0
@@ -70,14 +75,6 @@ class FitTracker:
 
     def reset(self) -> None:
         self.sums.zero_()
-
-
-def fixed_weights(weights: Mapping[str, float], modalities: list[str]) -> dict[str, float]:
-    """Fixed ``modality_weights``: one entry per modality (``ValueError`` naming the rest)."""
-    if set(weights) != set(modalities):
-        raise ValueError(f"TrainerConfig.modality_weights has entries for {sorted(weights)}, "
-                         f"the encoders are {modalities}: give one weight per modality")
-    return dict(weights)
 
 
 def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torch.Tensor | None,

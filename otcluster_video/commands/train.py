@@ -28,7 +28,7 @@ from .._adapt import SourceFormat, adapt_to_source
 from .._build import build_encoders, trainer_config
 from .._config import VideoRecipeConfig
 from .._preset import load_preset
-from .._probe import load_manifest
+from .._probe import VideoInfo, load_manifest
 from .._run import (
     RunPaths,
     barrier,
@@ -105,21 +105,22 @@ def _start_log(paths: RunPaths) -> tuple[logging.Handler, int]:
     return handler, level
 
 
-def _adapted(config: VideoRecipeConfig, paths: RunPaths,
+def _adapted(config: VideoRecipeConfig, videos: list[VideoInfo],
              fixed: Any) -> tuple[VideoRecipeConfig, list[str]]:
     """The configuration fitted to the run's videos (:func:`adapt_to_source`) and what
     changed; the same on every rank (it depends on the manifest only)."""
-    videos = load_manifest(paths.manifest)
     if not videos:
         return config, []
     return adapt_to_source(config, SourceFormat.of(videos), fixed)
 
 
 def _prepare_run(paths: RunPaths, data: Any, config: VideoRecipeConfig, resuming: bool,
-                 progress: bool, fixed: Any = ()) -> tuple[VideoRecipeConfig, list[str]]:
+                 progress: bool, fixed: Any = ()
+                 ) -> tuple[VideoRecipeConfig, list[str], list[VideoInfo] | None]:
     """First rank: the run folder's manifest, then its configuration, fitted to the videos
     (``config.toml`` marks a folder where training started: ``prepare`` then refuses to replace
-    the manifest)."""
+    the manifest). Returns the configuration, what adapting changed, and the manifest's videos
+    when it read them (a new run)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     if resuming and paths.manifest.is_file():
         if data is not None:
@@ -135,10 +136,12 @@ def _prepare_run(paths: RunPaths, data: Any, config: VideoRecipeConfig, resuming
         elif manifest.resolve() != paths.manifest.resolve():
             write_text(paths.manifest, manifest.read_text())
     adapted: list[str] = []
+    videos = None
     if not resuming:
-        config, adapted = _adapted(config, paths, fixed)
+        videos = load_manifest(paths.manifest)
+        config, adapted = _adapted(config, videos, fixed)
     save_run_config(paths, config)
-    return config, adapted
+    return config, adapted, videos
 
 
 def train(
@@ -193,9 +196,11 @@ def train(
         preset = paths.config if resume and paths.config.is_file() else "cpu"
     config = load_preset(preset, overrides)
     fixed = set(overrides or ())
+    videos = None  # the manifest, read once per process
     if resuming:
         if paths.manifest.is_file():
-            config = _adapted(config, paths, fixed)[0]
+            videos = load_manifest(paths.manifest)
+            config = _adapted(config, videos, fixed)[0]
         changes = config_changes(load_preset(paths.config), config)
         if changes:
             raise ValueError(
@@ -206,16 +211,20 @@ def train(
     handler = None
     try:
         if rank == 0:
-            config, adapted = _prepare_run(paths, data, config, resuming, progress, fixed)
+            config, adapted, read = _prepare_run(paths, data, config, resuming, progress, fixed)
+            videos = read if read is not None else videos
             handler, level = _start_log(paths)
             for line in adapted:
                 logger.warning("adapted to the videos: %s", line)
                 if progress:
                     print(f"adapted to the videos: {line}", flush=True)
         barrier(process_group)
+        if videos is None:
+            videos = load_manifest(paths.manifest)
         if rank != 0 and not resuming:
-            config = _adapted(config, paths, fixed)[0]
-        return _fit(paths, config, device, process_group, resume, resuming, progress and rank == 0)
+            config = _adapted(config, videos, fixed)[0]
+        return _fit(paths, videos, config, device, process_group, resume, resuming,
+                    progress and rank == 0)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
@@ -223,10 +232,9 @@ def train(
             logger.setLevel(level)
 
 
-def _fit(paths: RunPaths, config: VideoRecipeConfig, device: Any, process_group: Any,
-         resume: bool, resuming: bool, progress: bool) -> list[dict]:
+def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, device: Any,
+         process_group: Any, resume: bool, resuming: bool, progress: bool) -> list[dict]:
     rank, world = rank_world(process_group)
-    videos = load_manifest(paths.manifest)
     dataset = AVDataset(videos, config, train=True)
     tcfg = trainer_config(
         config,
