@@ -16,6 +16,7 @@ from ._align import (
 )
 from ._codes import CodesResult, sinkhorn_codes
 from ._heads import HeadConfig, MultiHead
+from ._kernels import PORTABLE_MKL_BRANCH, mkl_cnr_mode, portable_kernels
 from ._kmeans import KMeansResult, kmeans_baseline
 from ._labeler import SinkhornLabeler, average_views, decorrelated_head_groups
 from ._metrics import (
@@ -59,6 +60,7 @@ __all__ = [
     "KMeansResult",
     "MultiHead",
     "OTKMeans",
+    "PORTABLE_MKL_BRANCH",
     "SelfLabelModel",
     "SelfLabelTrainer",
     "SinkhornLabeler",
@@ -77,9 +79,11 @@ __all__ = [
     "kmeans_baseline",
     "make_prior",
     "metrics",
+    "mkl_cnr_mode",
     "nmi_score",
     "permute_linear",
     "permute_linear_",
+    "portable_kernels",
     "select_head",
     "sinkhorn",
     "sinkhorn_codes",

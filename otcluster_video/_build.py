@@ -7,6 +7,7 @@ run's circumstances (world size, device, checkpoint folder, progress bars).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from otcluster import HeadConfig, TrainerConfig
+from otcluster import HeadConfig, TrainerConfig, portable_kernels
 
 from ._config import VideoRecipeConfig
 from .models import build_encoder
 
-__all__ = ["build_encoders", "trainer_config"]
+__all__ = ["build_encoders", "kernel_scope", "trainer_config"]
 
 
 def build_encoders(config: VideoRecipeConfig) -> dict[str, nn.Module]:
@@ -46,6 +47,17 @@ def build_encoders(config: VideoRecipeConfig) -> dict[str, nn.Module]:
         }
     finally:
         torch.random.set_rng_state(state)
+
+
+def kernel_scope(config: VideoRecipeConfig) -> contextlib.AbstractContextManager[None]:
+    """The kernels ``training.kernels`` asks for: :func:`otcluster.portable_kernels` or torch's own.
+
+    Training, labelling and evaluation all run inside it (a run's labels are only portable if the
+    forward passes that make them are).
+    """
+    if config.training.kernels == "portable":
+        return portable_kernels()
+    return contextlib.nullcontext()
 
 
 def _same_named(section: Any, cls: type) -> dict[str, Any]:

@@ -39,6 +39,7 @@ __all__ = [
 #: shares is accepted too.
 PRIOR_KINDS = ("uniform", "gaussian", "zipf")
 ALIGN_KINDS = ("exact", "greedy", "none")
+KERNEL_KINDS = ("fast", "portable")
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -313,6 +314,9 @@ class TrainingConfig:
     cores). ``threads = 1`` gives the same weights and labels whatever the machine's thread
     count: torch's CPU convolutions (oneDNN) sum their weight gradients per thread, so 1, 2 or 4
     threads round differently and training amplifies it (``docs/video.md``, "Reproducibility").
+    ``kernels = "portable"`` runs training, labelling and evaluation on kernels that round the
+    same way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`: oneDNN off, MKL's
+    ``COMPATIBLE`` branch; slower); ``"fast"`` keeps torch's per-CPU kernels.
     """
 
     epochs: int = 200
@@ -330,6 +334,7 @@ class TrainingConfig:
     align: str = "exact"
     seed: int = 0
     threads: int = 0
+    kernels: str = "fast"
 
     _SECTION: ClassVar[str] = "training"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -354,6 +359,7 @@ class TrainingConfig:
         "seed": _at_least(0),
         "threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                     "a non-negative integer (0: torch's default)"),
+        "kernels": (lambda v: v in KERNEL_KINDS, f"one of {KERNEL_KINDS}"),
     }
     _CROSS: ClassVar[list] = []
 

@@ -19,7 +19,7 @@ from otcluster import HeadConfig, MultiHead, SelfLabelModel, average_views
 from otcluster._checkpoint import load_checkpoint
 from otcluster.metrics import select_head
 
-from .._build import build_encoders
+from .._build import build_encoders, kernel_scope
 from .._config import VideoRecipeConfig
 from .._preset import load_preset
 from .._probe import VideoInfo, load_manifest
@@ -88,7 +88,8 @@ def load_run(run: str | Path, device: str | torch.device) -> LoadedRun:
             f"train a new run"
         )
     device = torch.device(device)
-    model = _model(state, paths.checkpoints, config).to(device)
+    with kernel_scope(config):
+        model = _model(state, paths.checkpoints, config).to(device)
     labels = state.get("labels")
     return LoadedRun(paths, config, videos, model, labels, device)
 
@@ -133,7 +134,8 @@ def extract(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
     failed: set[int] = set()
-    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    with kernel_scope(loaded.config), torch.no_grad(), \
+            torch.autocast(device.type, enabled=device.type == "cuda"):
         for batch in tqdm(loader, desc="extracting", disable=not progress, leave=False):
             index, source = batch["index"], batch["source"]
             failed.update(index[index != source].tolist())
@@ -149,7 +151,7 @@ def heads_log_probs(loaded: LoadedRun, features: Mapping[str, torch.Tensor]) -> 
     """Log-probabilities ``(H, N, K)`` of each modality's heads applied to pooled features."""
     model, out = loaded.model, {}
     model.eval()
-    with torch.no_grad():
+    with kernel_scope(loaded.config), torch.no_grad():
         for m, z in features.items():
             head = model.heads[m]
             out[m] = torch.cat(

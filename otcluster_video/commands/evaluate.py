@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from otcluster import kmeans_baseline
 
-from .._build import build_encoders
+from .._build import build_encoders, kernel_scope
 from .._config import VideoRecipeConfig
 from .._run import ground_truth, other_manifest, write_text
 from ..evaluate import degrade_frames, format_table, modality_labels, score_labelings
@@ -191,8 +191,9 @@ def evaluate(
     yk = y[keep]
     k = int(len(np.unique(yk)))
     seed = config.training.seed
-    random_feats = _random_init_features(config, dataset, device=loaded.device, batch_size=bs,
-                                         progress=progress)
+    with kernel_scope(config):
+        random_feats = _random_init_features(config, dataset, device=loaded.device, batch_size=bs,
+                                             progress=progress)
     labelings = _kmeans_labelings("k-means, random init", random_feats, k, seed, keep)
     labelings += _kmeans_labelings("k-means, SeLaVi features", feats.z, k, seed, keep)
     for h in [0] if primary == 0 else [0, primary]:

@@ -25,7 +25,7 @@ from otcluster._checkpoint import load_checkpoint
 from otcluster._threads import limit_threads
 
 from .._adapt import SourceFormat, adapt_to_source
-from .._build import build_encoders, trainer_config
+from .._build import build_encoders, kernel_scope, trainer_config
 from .._config import VideoRecipeConfig
 from .._preset import load_preset
 from .._probe import VideoInfo, load_manifest
@@ -223,8 +223,9 @@ def train(
             videos = load_manifest(paths.manifest)
         if rank != 0 and not resuming:
             config = _adapted(config, videos, fixed)[0]
-        return _fit(paths, videos, config, device, process_group, resume, resuming,
-                    progress and rank == 0)
+        with kernel_scope(config):
+            return _fit(paths, videos, config, device, process_group, resume, resuming,
+                        progress and rank == 0)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)

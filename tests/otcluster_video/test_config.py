@@ -85,8 +85,8 @@ def test_sections_use_the_core_field_names():
     heads = {f.name for f in dataclasses.fields(HeadConfig)}
     assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core
     assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core
-    # training.threads is the recipe's own (how the command runs the trainer, not the trainer's)
-    assert {f.name for f in dataclasses.fields(cfg.training)} <= core | {"threads"}
+    # training.threads and .kernels are the recipe's own (how the command runs the trainer)
+    assert {f.name for f in dataclasses.fields(cfg.training)} <= core | {"threads", "kernels"}
     t = trainer_config(cfg, world_size=2)
     assert (t.heads.hidden_dim, t.heads.n_clusters, t.head_groups) == (128, 6, 1)
     assert (t.prior, t.prior_sigma, t.align, t.schedule_power) == ("uniform", 0.1, "greedy", 1.5)
@@ -258,3 +258,12 @@ def test_optional_tau_round_trips_through_the_run_config(tmp_path):
         path = tmp_path / "config.toml"
         path.write_text(config_to_toml(cfg))
         assert load_preset(path) == cfg
+
+
+def test_kernels_are_portable_in_the_cpu_preset_and_checked():
+    # issue 10 item 6: the cpu preset's runs round the same way on any x86_64 CPU
+    assert load_preset("cpu").training.kernels == "portable"
+    assert load_preset("paper").training.kernels == "fast"
+    assert load_preset("cpu", {"training.kernels": "fast"}).training.kernels == "fast"
+    with pytest.raises(ValueError, match=r"training.kernels must be one of \('fast', 'portable'\)"):
+        load_preset("cpu", {"training.kernels": "exact"})

@@ -127,7 +127,8 @@ for k, v in sorted(ck["model"].items()):
     h.update(k.encode()); h.update(v.contiguous().numpy().tobytes())
 labels = [line.split(",", 1)[1] + os.path.relpath(line.split(",", 1)[0], out)
           for line in open(res["paths"]["labels"]).read().splitlines()[1:]]
-print("RESULT" + json.dumps({"weights": h.hexdigest(), "labels": labels}))
+from otcluster import mkl_cnr_mode
+print("RESULT" + json.dumps({"weights": h.hexdigest(), "labels": labels, "mkl": mkl_cnr_mode()}))
 """
 
 
@@ -145,13 +146,14 @@ def test_same_seed_and_thread_count_give_bit_identical_runs(tmp_path, threads):
     assert runs[0]["weights"] == runs[1]["weights"]
 
 
-def _tiny_run(out, threads: int, extra: dict | None = None) -> dict:
+def _tiny_run(out, threads: int, extra: dict | None = None, env: dict | None = None) -> dict:
     """:data:`_TINY_RUN` in a fresh process with ``threads`` torch and numba threads."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    env = {**{k: v for k, v in os.environ.items() if k not in _CPU_EMULATION and k != "MKL_CBWR"},
+           "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-c", _TINY_RUN, str(threads), str(out), json.dumps(extra or {})],
         env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -159,6 +161,25 @@ def _tiny_run(out, threads: int, extra: dict | None = None) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     return json.loads(line[len("RESULT"):])
+
+
+#: This CPU as a CPU with AVX2 but no AVX-512: each library told to pick its AVX2 kernels.
+_CPU_EMULATION = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "NUMBA_CPU_NAME": "haswell"}
+
+
+@pytest.mark.slow
+def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path):
+    # The cpu preset's training.kernels = "portable" (oneDNN off, MKL's COMPATIBLE branch): the
+    # same tiny run with every library limited to AVX2 (another CPU, emulated) is bit-identical.
+    # With the "fast" kernels it is not on an AVX-512 CPU: oneDNN's AVX2 convolutions round
+    # differently (measured: 20 of 24 labels the same; docs/video.md, "Reproducibility").
+    here = _tiny_run(tmp_path / "here", 1)
+    avx2 = _tiny_run(tmp_path / "avx2", 1, env=_CPU_EMULATION)
+    assert here["mkl"] in (None, "COMPATIBLE")
+    assert len(here["labels"]) == 24
+    assert avx2["weights"] == here["weights"]
+    assert avx2["labels"] == here["labels"]
 
 
 @pytest.mark.slow
