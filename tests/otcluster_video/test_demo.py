@@ -113,6 +113,10 @@ def test_seed_sets_the_data_and_the_training_seed(tmp_path, monkeypatch):
 _TINY_RUN = """
 import hashlib, json, os, sys
 import numba, torch
+if os.environ.get("TEST_FFMPEG_FLAGS"):  # FFmpeg's SIMD limited as on another CPU
+    import ctypes
+    lib, flags = os.environ["TEST_FFMPEG_FLAGS"].split(":")
+    ctypes.CDLL(lib).av_force_cpu_flags(int(flags))
 n, out = int(sys.argv[1]), sys.argv[2]
 extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 torch.set_num_threads(n)
@@ -163,19 +167,37 @@ def _tiny_run(out, threads: int, extra: dict | None = None, env: dict | None = N
     return json.loads(line[len("RESULT"):])
 
 
-#: This CPU as a CPU with AVX2 but no AVX-512: each library told to pick its AVX2 kernels.
+#: This CPU as a CPU with AVX2 but no AVX-512: each library told to pick its AVX2 kernels
+#: (FFmpeg, which writes and decodes the videos, through ``TEST_FFMPEG_FLAGS``).
 _CPU_EMULATION = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "NUMBA_CPU_NAME": "haswell"}
+                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "NUMBA_CPU_NAME": "haswell",
+                  "TEST_FFMPEG_FLAGS": ""}
+
+#: libavutil's x86 flags (cpu.h) of a CPU with AVX2, FMA3 and BMI2 but no AVX-512.
+_FFMPEG_AVX2 = sum((0x1, 0x2, 0x8, 0x10, 0x40, 0x80, 0x100, 0x200, 0x1000, 0x4000, 0x8000,
+                    0x10000, 0x20000, 0x40000))
+
+
+def _ffmpeg_avx2() -> dict:
+    """``TEST_FFMPEG_FLAGS`` for the tiny run: PyAV's bundled libavutil and :data:`_FFMPEG_AVX2`."""
+    import glob
+    import os
+
+    import av
+
+    libs = glob.glob(os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libavutil*.so*"))
+    return {"TEST_FFMPEG_FLAGS": f"{libs[0]}:{_FFMPEG_AVX2}"} if libs else {}
 
 
 @pytest.mark.slow
 def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path):
     # The cpu preset's training.kernels = "portable" (oneDNN off, MKL's COMPATIBLE branch): the
-    # same tiny run with every library limited to AVX2 (another CPU, emulated) is bit-identical.
+    # same tiny run with every library limited to AVX2 (another CPU, emulated; FFmpeg too, when
+    # PyAV bundles its libavutil: it writes and decodes the videos) is bit-identical.
     # With the "fast" kernels it is not on an AVX-512 CPU: oneDNN's AVX2 convolutions round
     # differently (measured: 20 of 24 labels the same; docs/video.md, "Reproducibility").
     here = _tiny_run(tmp_path / "here", 1)
-    avx2 = _tiny_run(tmp_path / "avx2", 1, env=_CPU_EMULATION)
+    avx2 = _tiny_run(tmp_path / "avx2", 1, env={**_CPU_EMULATION, **_ffmpeg_avx2()})
     assert here["mkl"] in (None, "COMPATIBLE")
     assert len(here["labels"]) == 24
     assert avx2["weights"] == here["weights"]
