@@ -49,6 +49,9 @@ from pathlib import Path
 import tomllib
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_grid.py
+# The cpu preset runs on portable kernels (training.kernels): MKL must learn its branch before its
+# first call, in this process (the bound and SeLa on one stream) as in the commands it starts.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -56,6 +59,7 @@ from tqdm import tqdm  # noqa: E402
 
 from otcluster import cluster_report  # noqa: E402
 from otcluster_video import AVDataset, build_encoder, load_manifest, load_preset  # noqa: E402
+from otcluster_video.recipe import kernel_scope  # noqa: E402
 from otcluster_video.worlds import WORLDS, make_world  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,16 +258,17 @@ def run_cell(world: str, seed: int, work: Path, cells: Cells, *, vpc: int, epoch
             for m, v in _recipe_cells(run, truth, y).items():
                 cells.put(world, seed, m, {**v, "seconds": time.perf_counter() - t0})
         config = _preset(k, seed, cache, epochs, extra)
-        if any(m in SUPERVISED for m in todo):
-            t0 = time.perf_counter()
-            for m, v in supervised(manifest, y, config, seed).items():
-                cells.put(world, seed, m, {**v, "seconds": time.perf_counter() - t0})
-        for m in SINGLE:
-            if m in todo:
+        with kernel_scope(config):  # the kernels of the recipe's own runs
+            if any(m in SUPERVISED for m in todo):
                 t0 = time.perf_counter()
-                mod = m.split()[2]
-                v = single_stream(manifest, y, config, mod, base / f"sela-{mod}")
-                cells.put(world, seed, m, {**v, "seconds": time.perf_counter() - t0})
+                for m, v in supervised(manifest, y, config, seed).items():
+                    cells.put(world, seed, m, {**v, "seconds": time.perf_counter() - t0})
+            for m in SINGLE:
+                if m in todo:
+                    t0 = time.perf_counter()
+                    mod = m.split()[2]
+                    v = single_stream(manifest, y, config, mod, base / f"sela-{mod}")
+                    cells.put(world, seed, m, {**v, "seconds": time.perf_counter() - t0})
     return {m: cells.get(world, seed, m) for m in wanted}
 
 

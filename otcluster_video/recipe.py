@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ._build import build_encoders, trainer_config
+from ._build import build_encoders, kernel_scope, trainer_config
 from ._preset import config_to_toml
 from ._run import RunPaths, load_run_config
 from ._run import config_changes as _config_changes  # noqa: F401 - the old private name
@@ -35,6 +35,7 @@ __all__ = [
     "degrade",
     "evaluate",
     "explore",
+    "kernel_scope",
     "label",
     "load_run_config",
     "prepare",
