@@ -16,7 +16,7 @@ from ._align import (
 )
 from ._codes import CodesResult, sinkhorn_codes
 from ._heads import HeadConfig, MultiHead
-from ._kernels import PORTABLE_MKL_BRANCH, mkl_cnr_mode, portable_kernels
+from ._kernels import mkl_cnr_mode, portable_kernels
 from ._kmeans import KMeansResult, kmeans_baseline
 from ._labeler import SinkhornLabeler, average_views, decorrelated_head_groups
 from ._metrics import (
@@ -60,7 +60,6 @@ __all__ = [
     "KMeansResult",
     "MultiHead",
     "OTKMeans",
-    "PORTABLE_MKL_BRANCH",
     "SelfLabelModel",
     "SelfLabelTrainer",
     "SinkhornLabeler",

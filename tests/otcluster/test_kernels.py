@@ -19,7 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from otcluster import PORTABLE_MKL_BRANCH, mkl_cnr_mode, portable_kernels
+from otcluster import mkl_cnr_mode, portable_kernels
+from otcluster._kernels import PORTABLE_MKL_BRANCH
 
 needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch without MKL")
 
