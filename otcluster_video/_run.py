@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Keys that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "data.num_workers",
+RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "training.kernels", "data.num_workers",
                      "data.cache_dir")
 
 
