@@ -43,10 +43,13 @@ DEMO_DATA: dict[str, Any] = {
 #: for real, unevenly sized classes. Measured over two seeds (docs/benchmarks/quality_av.md,
 #: earlier code; docs/video.md has this code's spread over seeds 0-4):
 #: both streams' NMI 99.4 and 88.1 with the uniform prior, 85.0 and 64.1 with the Gaussian one,
-#: which on the second seed fell below the video heads alone.
+#: which on the second seed fell below the video heads alone. 30 epochs and 30 clusterings
+#: rather than 20 and 25 since the preset's portable kernels: their rounding is another draw,
+#: and at 20 epochs seed 4 stopped at 78.1 NMI (head 0 still rising, two classes mixed up);
+#: at 30, seeds 0-4 give 100.0 (docs/video.md).
 DEMO_OVERRIDES: dict[str, Any] = {
-    "training.epochs": 20,
-    "clustering.n_clusterings": 25,
+    "training.epochs": 30,
+    "clustering.n_clusterings": 30,
     "training.prior": "uniform",
 }
 
