@@ -142,7 +142,14 @@ def run_demo(
     seconds["prepare"] = time.perf_counter() - t
 
     t = _step("3/6 train (cpu preset)")
-    recipe.train(manifest, run_dir, preset="cpu", overrides=over, device="cpu", progress=progress)
+    try:
+        recipe.train(manifest, run_dir, preset="cpu", overrides=over, device="cpu",
+                     progress=progress)
+    except ValueError as err:
+        if "another configuration" not in str(err):
+            raise
+        raise ValueError(f"{err}. For the demo (e.g. a folder of an earlier version's demo): "
+                         f"run it with --fresh, which deletes {out}, or with another --out") from err
     seconds["train"] = time.perf_counter() - t
 
     t = _step("4/6 label")
@@ -257,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    run_demo(args.out, seed=args.seed, fresh=args.fresh, progress=not args.quiet)
+    try:
+        run_demo(args.out, seed=args.seed, fresh=args.fresh, progress=not args.quiet)
+    except ValueError as err:  # a bad folder or seed: one line, no traceback
+        parser.exit(2, f"error: {err}\n")
     return 0
 
 

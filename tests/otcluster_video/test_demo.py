@@ -68,6 +68,12 @@ def test_tiny_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out
     assert again["seconds"]["train"] < max(5.0, res["seconds"]["train"])
     assert again["evaluation"]["rows"] == ev["rows"]
+    # the same folder with another demo configuration (an earlier version's demo_out): a clear
+    # error that names --fresh, and nothing of the user's run is touched
+    before = (out / "run" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="clustering.n_clusterings.*run it with --fresh"):
+        run_demo(out, data=data, overrides={**over, "clustering.n_clusterings": 3}, progress=False)
+    assert (out / "run" / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_demo_defaults_and_cli(tmp_path, monkeypatch):
@@ -82,6 +88,15 @@ def test_demo_defaults_and_cli(tmp_path, monkeypatch):
     for bad in (["--no-such-flag"], ["--seed", "-1"], ["--seed", "x"]):
         with pytest.raises(SystemExit):
             main(bad)
+    # a ValueError of the demo (a folder it cannot reuse) is one line and exit status 2
+
+    def refuse(out, **kw):
+        raise ValueError("demo_out/run holds a run trained on other demo data: use --fresh")
+
+    monkeypatch.setattr("otcluster_video.demo.run_demo", refuse)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path)])
+    assert stop.value.code == 2
 
 
 def test_seed_sets_the_data_and_the_training_seed(tmp_path, monkeypatch):
