@@ -49,9 +49,6 @@ from pathlib import Path
 import tomllib
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_grid.py
-# The cpu preset runs on portable kernels (training.kernels): MKL must learn its branch before its
-# first call, in this process (the bound and SeLa on one stream) as in the commands it starts.
-os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -458,6 +455,10 @@ def main(argv: list[str] | None = None) -> dict:
         worlds = worlds if a.worlds != p.get_default("worlds") else ["shape"]
         a.seeds, a.epochs, a.videos_per_class = a.seeds[:1], 1, 2
     methods = set(METHODS) if a.methods == "all" else {m.strip() for m in a.methods.split(",")}
+    if _preset(2, 0, a.workdir, None, a.sets).training.kernels == "portable":
+        # this process's cells (the bound, SeLa on one stream) on the kernels of the recipe's
+        # runs: MKL must read its branch before its first call
+        os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     tag = f"vpc{a.videos_per_class}-e{a.epochs or 'preset'}" + "".join(
         "-" + "".join(c if c.isalnum() or c in "._" else "_" for c in o) for o in a.sets)

@@ -63,8 +63,9 @@ def portable_kernels() -> Iterator[None]:
     ``MKL_CBWR`` is set to ``COMPATIBLE`` unless the environment already sets it. MKL reads that
     variable at its first call: if MKL was already used in this process (or ``MKL_CBWR`` names
     another branch), a warning says that its products may still round differently on another
-    CPU; set ``MKL_CBWR=COMPATIBLE`` before starting Python to be sure. Combine with one torch
-    thread for results that depend on neither the CPU nor the thread count.
+    CPU; set ``MKL_CBWR=COMPATIBLE`` before starting Python to be sure. The ``COMPATIBLE``
+    branch splits its sums by thread (and so do ATen's convolution gradients): combine with one
+    torch thread for results that depend on neither the CPU nor the thread count.
 
     Examples
     --------
@@ -73,8 +74,14 @@ def portable_kernels() -> Iterator[None]:
     ...     torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
     False
     """
-    os.environ.setdefault("MKL_CBWR", PORTABLE_MKL_BRANCH)
-    mode = mkl_cnr_mode()
+    ours = "MKL_CBWR" not in os.environ
+    if ours:
+        os.environ["MKL_CBWR"] = PORTABLE_MKL_BRANCH
+    try:
+        mode = mkl_cnr_mode()  # starts MKL, which reads MKL_CBWR now or never
+    finally:
+        if ours:  # not inherited by processes started later (they choose their own kernels)
+            del os.environ["MKL_CBWR"]
     if mode is not None and mode.split(",")[0] != PORTABLE_MKL_BRANCH:
         warnings.warn(
             f"portable kernels: MKL runs with CNR mode {mode!r}, not {PORTABLE_MKL_BRANCH!r} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from otcluster import HeadConfig, TrainerConfig, portable_kernels
+from otcluster._threads import limit_threads
 
 from ._config import VideoRecipeConfig
 from .models import build_encoder
@@ -49,15 +51,20 @@ def build_encoders(config: VideoRecipeConfig) -> dict[str, nn.Module]:
         torch.random.set_rng_state(state)
 
 
-def kernel_scope(config: VideoRecipeConfig) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def kernel_scope(config: VideoRecipeConfig) -> Iterator[None]:
     """The kernels ``training.kernels`` asks for: :func:`otcluster.portable_kernels` or torch's own.
 
     Training, labelling and evaluation all run inside it (a run's labels are only portable if the
-    forward passes that make them are).
+    forward passes that make them are). Portable kernels also run on ``training.threads``
+    threads (when set): MKL's ``COMPATIBLE`` branch splits its sums by thread, so labelling on
+    another thread count could round differently.
     """
-    if config.training.kernels == "portable":
-        return portable_kernels()
-    return contextlib.nullcontext()
+    if config.training.kernels != "portable":
+        yield
+        return
+    with portable_kernels(), limit_threads(config.training.threads or torch.get_num_threads()):
+        yield
 
 
 def _same_named(section: Any, cls: type) -> dict[str, Any]:

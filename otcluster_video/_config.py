@@ -300,23 +300,16 @@ class HeadsConfig:
 class TrainingConfig:
     """Optimisation and Sinkhorn-Knopp settings, named as in :class:`otcluster.TrainerConfig`.
 
-    ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK
-    regularisation lambda. ``prior`` is ``"uniform"``, ``"gaussian"`` (sizes
-    ``N(1, prior_sigma)``, the paper's), ``"zipf"`` (``p_k ∝ k ** -zipf_exponent``) or a vector
-    of K shares (in a preset also ``"file:sizes.txt"``, read by :func:`load_preset`). ``align``
-    matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
+    ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK lambda.
+    ``prior``: ``"uniform"``, ``"gaussian"`` (sizes ``N(1, prior_sigma)``, the paper's), ``"zipf"``
+    (``p_k ∝ k ** -zipf_exponent``) or K shares (in a preset also ``"file:sizes.txt"``).
+    ``align`` matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
     ``"greedy"`` or ``"none"``. Old names (``prior = "gauss"``, ``prior_std``, ``align_init``) are
-    read with a ``DeprecationWarning``. ``prior_warmup`` / ``prior_warmup_tau``: the first
-    clusterings of a non-uniform prior use a relaxed uniform prior, then the prior is sorted onto
-    the clusters found (:class:`otcluster.TrainerConfig`).
-
-    ``threads`` caps torch's intra-op threads while training (0: torch's default, the number of
-    cores). ``threads = 1`` gives the same weights and labels whatever the machine's thread
-    count: torch's CPU convolutions (oneDNN) sum their weight gradients per thread, so 1, 2 or 4
-    threads round differently and training amplifies it (``docs/video.md``, "Reproducibility").
-    ``kernels = "portable"`` runs training, labelling and evaluation on kernels that round the
-    same way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`: oneDNN off, MKL's
-    ``COMPATIBLE`` branch; slower); ``"fast"`` keeps torch's per-CPU kernels.
+    read with a ``DeprecationWarning``. ``prior_warmup`` / ``prior_warmup_tau``: see
+    :class:`otcluster.TrainerConfig`. ``threads`` caps torch's threads while training (0: all
+    cores; 1: the same labels on any thread count); ``kernels``: ``"portable"`` rounds the same
+    way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`), ``"fast"`` uses
+    torch's per-CPU kernels (``docs/video.md``, "Reproducibility").
     """
 
     epochs: int = 200

@@ -59,6 +59,20 @@ def _step(name: str) -> float:
     return time.perf_counter()
 
 
+def _train(manifest: Path, run_dir: Path, over: dict[str, Any], out: Path, progress: bool) -> None:
+    """Train (or resume, or reuse) the demo's run; a run of another configuration names --fresh."""
+    from . import recipe
+
+    try:
+        recipe.train(manifest, run_dir, preset="cpu", overrides=over, device="cpu",
+                     progress=progress)
+    except ValueError as err:
+        if "another configuration" not in str(err):
+            raise
+        raise ValueError(f"{err}. For the demo (e.g. a folder of an earlier version's demo): "
+                         f"run it with --fresh, which deletes {out}, or with another --out") from err
+
+
 def run_demo(
     out: str | Path = "demo_out",
     *,
@@ -142,14 +156,7 @@ def run_demo(
     seconds["prepare"] = time.perf_counter() - t
 
     t = _step("3/6 train (cpu preset)")
-    try:
-        recipe.train(manifest, run_dir, preset="cpu", overrides=over, device="cpu",
-                     progress=progress)
-    except ValueError as err:
-        if "another configuration" not in str(err):
-            raise
-        raise ValueError(f"{err}. For the demo (e.g. a folder of an earlier version's demo): "
-                         f"run it with --fresh, which deletes {out}, or with another --out") from err
+    _train(manifest, run_dir, over, out, progress)
     seconds["train"] = time.perf_counter() - t
 
     t = _step("4/6 label")

@@ -91,10 +91,17 @@ def test_a_warning_names_the_fix_when_mkl_started_first():
 
 
 @needs_mkl
-def test_mkl_cnr_mode_reads_what_mkl_reports():
-    # This process used MKL long ago: its mode is whatever the environment said then.
-    expected = os.environ.get("MKL_CBWR", "OFF").split(",")[0]
-    assert mkl_cnr_mode().split(",")[0] in {expected, "AUTO"}  # ISA branches show as AUTO on AMD
+def test_mkl_cnr_mode_reads_what_mkl_reports_and_the_environment_is_left_alone():
+    # This process started MKL long ago, in whatever mode the environment said then; asking
+    # twice gives the same answer, and portable_kernels() leaves no MKL_CBWR behind for the
+    # processes started later (they choose their own kernels).
+    mode = mkl_cnr_mode()
+    assert mode is not None and mode.split(",")[0] in {"OFF", "AUTO", PORTABLE_MKL_BRANCH}
+    assert mkl_cnr_mode() == mode
+    before = os.environ.get("MKL_CBWR")
+    with _quiet(), portable_kernels():
+        pass
+    assert os.environ.get("MKL_CBWR") == before
 
 
 @contextlib.contextmanager

@@ -5,11 +5,13 @@ Each thread count runs in a fresh interpreter (numba's thread count is fixed per
 NUMBA_NUM_THREADS). Covered: the dense numba kernels (float32, float64, a Zipf prior sorted onto
 the clusters, semi-relaxed columns, tied rows rounded by the plan's masses, 2 heads) and the
 memory-bounded feature path (torch matmul and sums: identical here, but torch does not promise
-it). The dense torch back-end (CUDA, or CPU without numba) is not covered: ``torch.bmm`` on CPU
-(MKL / OpenBLAS) does not promise a summation order independent of the thread count (it gave
-identical digests for 1, 2 and 4 threads on this machine too). Across CPUs nothing is promised:
-numba compiles for the host (AVX2 vs AVX-512 change the vector width, hence the order of the
-fast-math row sums).
+it; with ``MKL_CBWR=COMPATIBLE``, the portable kernels' MKL branch, it differs, so this test
+runs MKL on its own branch). The dense torch back-end (CUDA, or CPU without numba) is not
+covered: ``torch.bmm`` on CPU (MKL / OpenBLAS) does not promise a summation order independent of
+the thread count (it gave identical digests for 1, 2 and 4 threads on this machine too). Across
+CPUs: numba compiles for the host; the five digests here are the same compiled for AVX2
+(``NUMBA_CPU_NAME=haswell``) and for this AVX-512 CPU, and differ for float64 without SIMD
+(``generic``) (docs/video.md, "Reproducibility").
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ print(json.dumps(out))
 
 
 def run(threads: int) -> dict:
-    env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+    env = {**{k: v for k, v in os.environ.items() if k != "MKL_CBWR"},  # MKL's own branch
+           "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
                           timeout=600)
