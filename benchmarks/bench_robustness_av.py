@@ -455,7 +455,10 @@ def main(argv: list[str] | None = None) -> dict:
         worlds = worlds if a.worlds != p.get_default("worlds") else ["shape"]
         a.seeds, a.epochs, a.videos_per_class = a.seeds[:1], 1, 2
     methods = set(METHODS) if a.methods == "all" else {m.strip() for m in a.methods.split(",")}
-    if _preset(2, 0, a.workdir, None, a.sets).training.kernels == "portable":
+    sets = {key.strip(): value for key, value in (o.split("=", 1) for o in a.sets)}
+    kernels = (tomllib.loads(f"v = {sets['training.kernels']}")["v"] if "training.kernels" in sets
+               else load_preset("cpu").training.kernels)
+    if kernels == "portable":
         # this process's cells (the bound, SeLa on one stream) on the kernels of the recipe's
         # runs: MKL must read its branch before its first call
         os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
