@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import re
 import tempfile
@@ -27,12 +28,14 @@ __all__ = ["PORTABLE_MKL_BRANCH", "mkl_cnr_mode", "portable_kernels"]
 PORTABLE_MKL_BRANCH = "COMPATIBLE"
 
 
+@functools.cache
 def mkl_cnr_mode() -> str | None:
     """MKL's conditional-numerical-reproducibility mode, as MKL itself reports it.
 
     ``"OFF"`` (MKL picks its kernels per CPU), ``"COMPATIBLE"``, ``"AUTO"`` (fixed reductions,
     kernels still per CPU), ...; ``None`` when torch has no MKL or MKL did not say. MKL reads
-    ``MKL_CBWR`` once, at its first call: calling this starts MKL.
+    ``MKL_CBWR`` once, at its first call: calling this starts MKL, and the answer cannot change
+    afterwards, so it is asked once per process.
     """
     if not torch.backends.mkl.is_available():
         return None

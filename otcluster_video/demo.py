@@ -45,7 +45,7 @@ DEMO_DATA: dict[str, Any] = {
 #: both streams' NMI 99.4 and 88.1 with the uniform prior, 85.0 and 64.1 with the Gaussian one,
 #: which on the second seed fell below the video heads alone. 30 epochs and 30 clusterings
 #: rather than 20 and 25 since the preset's portable kernels: their rounding is another draw,
-#: and at 20 epochs seed 4 stopped at 78.1 NMI (head 0 still rising, two classes mixed up);
+#: and at 20 epochs seed 4 stopped at 78.1 NMI (head 0 still rising, the other head at 98.5);
 #: at 30, seeds 0-4 give 100.0 (docs/video.md).
 DEMO_OVERRIDES: dict[str, Any] = {
     "training.epochs": 30,
