@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from otcluster._io import atomic_write_text
 
 from ._files import absolute as _absolute
-from ._files import csv_cell, file_problem, index_videos
+from ._files import csv_cell, csv_value, file_problem, index_videos
 
 __all__ = [
     "PrepareReport",
@@ -267,7 +267,9 @@ def _write_manifest(path: Path, videos: list[VideoInfo]) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=_INFO_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(dataclasses.asdict(v) for v in videos)
+        # paths and labels are the user's names: never let a spreadsheet run one as a formula
+        writer.writerows({k: csv_cell(x) if k in ("path", "label") else x
+                          for k, x in dataclasses.asdict(v).items()} for v in videos)
         text = buffer.getvalue()
     atomic_write_text(path, text)
 
@@ -289,6 +291,10 @@ def load_manifest(path: str | Path) -> list[VideoInfo]:
     else:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
+        for row in rows:  # the writer escaped the user's names against spreadsheet formulas
+            for key in ("path", "label"):
+                if row.get(key):
+                    row[key] = csv_value(row[key])
     videos = []
     for i, row in enumerate(rows):
         missing = set(_INFO_FIELDS) - set(row)

@@ -148,6 +148,24 @@ def test_csv_cells_that_are_safe_are_kept():
     assert [csv_cell(x) for x in ("cats", "/data/a.mp4", "", 3, 0.5)] == ["cats", "/data/a.mp4", "", 3, 0.5]
 
 
+def test_manifest_escapes_formula_names_and_reads_them_back(synth_dir, tmp_path):
+    """prepare writes the user's folder and file names into manifest.csv: a class folder named
+    '=cmd' (or a file '@x.mp4') is escaped against spreadsheet formulas and read back as is."""
+    src = tmp_path / "videos"
+    shutil.copytree(synth_dir / "c00_hbars", src / "=cmd")
+    first = sorted((src / "=cmd").iterdir())[0]
+    first.rename(first.with_name("@x.mp4"))
+    report = prepare(src, tmp_path / "run" / "manifest.csv", progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "manifest.csv").open(newline="")))
+    assert rows and all(r["label"] == "'=cmd" for r in rows)
+    assert all(not r["path"].startswith(("=", "+", "-", "@")) for r in rows)
+    loaded = load_manifest(tmp_path / "run" / "manifest.csv")
+    assert [v.label for v in loaded] == ["=cmd"] * len(rows)
+    assert "@x.mp4" in {Path(v.path).name for v in loaded}
+    assert [v.path for v in loaded] == [v.path for v in report.videos]
+    assert all(Path(v.path).is_file() for v in loaded)
+
+
 # -- item 7: non-finite numbers, cache entries of the wrong shape -----------------------------
 
 
