@@ -10,7 +10,8 @@ from typing import Any
 # ``otcluster-video --help`` and ``import otcluster_video`` do not import torch, PyAV or
 # torchaudio (:func:`__getattr__`).
 _LAZY = {
-    **dict.fromkeys(["LogMelSpectrogram", "n_spectrogram_frames", "volume_jitter"], "._audio"),
+    **dict.fromkeys(["LogMelSpectrogram", "n_spectrogram_frames", "spec_augment", "volume_jitter"],
+                    "._audio"),
     **dict.fromkeys(
         ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
          "HeadsConfig", "TrainingConfig", "VideoRecipeConfig", "VisualConfig"],
@@ -89,6 +90,7 @@ __all__ = [
     "probe",
     "read_audio",
     "read_clip",
+    "spec_augment",
     "volume_jitter",
     "write_explorer",
 ]

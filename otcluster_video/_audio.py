@@ -9,7 +9,7 @@ import torch
 import torchaudio
 from torch import nn
 
-__all__ = ["LogMelSpectrogram", "n_spectrogram_frames", "volume_jitter"]
+__all__ = ["LogMelSpectrogram", "n_spectrogram_frames", "spec_augment", "volume_jitter"]
 
 _WINDOWS = ("rect", "hann", "hamming")
 
@@ -167,3 +167,29 @@ def volume_jitter(
     """
     factor = low + (high - low) * torch.rand((), generator=generator)
     return waveform * factor
+
+
+def spec_augment(spec: torch.Tensor, freq_mask: int, time_mask: int) -> torch.Tensor:
+    """SpecAugment's masks (Park et al. 2019), training augmentation: hide one band of up to
+    ``freq_mask`` mel bins and one of up to ``time_mask`` frames (widths drawn uniformly by
+    torchaudio, from torch's global random source), filled with the clip's mean log-mel.
+
+    Parameters
+    ----------
+    spec : Tensor of shape (n_mels, n_frames)
+        Log-mel image; not modified.
+    freq_mask, time_mask : int
+        Widest mask along each axis; 0 leaves that axis alone.
+
+    Returns
+    -------
+    Tensor of shape (n_mels, n_frames)
+    """
+    if spec.dim() != 2:
+        raise ValueError(f"spec must be (n_mels, n_frames), got shape {tuple(spec.shape)}")
+    fill = float(spec.mean())
+    for axis, width in ((0, freq_mask), (1, time_mask)):
+        if width > 0:
+            spec = torchaudio.functional.mask_along_axis(spec.unsqueeze(0), width, fill,
+                                                         axis + 1).squeeze(0)
+    return spec

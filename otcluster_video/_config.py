@@ -5,21 +5,28 @@ the field names of :class:`otcluster.HeadConfig` and :class:`otcluster.TrainerCo
 (``hidden_dim``, ``head_groups``, ``prior``, ``prior_sigma``, ``align``, ``n_clusterings``,
 ``schedule_power``...), so the trainer's configuration is built by name, not translated.
 
-One validation style: every section declares its allowed values as data (``_RULES``: field ->
-check and what is allowed, plus ``_CROSS``: checks that involve two fields), and
-:func:`_validate` applies them in ``__post_init__``, naming the key (``"training.lr must be >
-0, got -1.0"``). Numbers must be finite everywhere.
+One validation style: every section declares its allowed values as data (``_RULES`` and
+``_CROSS``, in the vocabulary of :mod:`._rules`), checked in ``__post_init__``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ._rules import (
+    _COUNT,
+    _FRACTION,
+    _PROBABILITY,
+    Rule,
+    _above,
+    _at_least,
+    _num,
+    _renamed,
+    _validate,
+)
 from .models import EncoderConfig
 
 __all__ = [
@@ -41,25 +48,6 @@ PRIOR_KINDS = ("uniform", "gaussian", "zipf")
 ALIGN_KINDS = ("exact", "greedy", "none")
 KERNEL_KINDS = ("fast", "portable")
 
-Rule = tuple[Callable[[Any], bool], str]
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _at_least(lo: float) -> Rule:
-    return (lambda v: _num(v) and v >= lo, f">= {lo:g}")
-
-
-def _above(lo: float) -> Rule:
-    return (lambda v: _num(v) and v > lo, f"> {lo:g}")
-
-
-_PROBABILITY: Rule = (lambda v: _num(v) and 0.0 <= v <= 1.0, "a probability in [0, 1]")
-_FRACTION: Rule = (lambda v: _num(v) and 0.0 <= v < 1.0, "in [0, 1)")
-
-
 def _prior_ok(p: Any) -> bool:
     if isinstance(p, str):
         return p in PRIOR_KINDS
@@ -69,37 +57,6 @@ def _prior_ok(p: Any) -> bool:
         and all(_num(x) and x >= 0 for x in p)
         and sum(p) > 0
     )
-
-
-def _validate(obj: Any) -> None:
-    """Apply a section's ``_RULES`` and ``_CROSS``; ``ValueError`` names the first bad key."""
-    section = obj._SECTION
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        items = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(x, float) and not math.isfinite(x) for x in items):
-            raise ValueError(f"{section}.{f.name} must be a finite number, got {value!r}")
-    for name, (check, allowed) in obj._RULES.items():
-        value = getattr(obj, name)
-        if not check(value):
-            raise ValueError(f"{section}.{name} must be {allowed}, got {value!r}")
-    for check, message in obj._CROSS:
-        if not check(obj):
-            raise ValueError(f"{section}: {message}")
-
-
-def _renamed(old: str, new: str) -> property:
-    """A read-only alias of a renamed field that warns (the Python side of the old keys)."""
-
-    def get(self: Any) -> Any:
-        warnings.warn(
-            f"{self._SECTION}.{old} is deprecated; use {self._SECTION}.{new}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(self, new)
-
-    return property(get, doc=f"Deprecated alias of ``{new}``.")
 
 
 @dataclass(frozen=True)
@@ -170,7 +127,10 @@ class ClipConfig:
 class AudioConfig:
     """Audio window and log-mel features (paper: 2 s at 48 kHz -> 1 x 257 x 199).
 
-    ``volume_jitter`` is the training-time gain range (``[1, 1]`` disables it).
+    Training-time augmentations: ``volume_jitter``, the gain range (``[1, 1]`` disables it);
+    ``freq_mask`` / ``time_mask``, the widest band of mel bins / frames that one SpecAugment
+    mask hides per clip (0 = none). ``normalize = "clip"`` subtracts each clip's mean log-mel
+    (training and inference), so that its loudness does not count; ``"none"``: the paper's.
     """
 
     sample_rate: int = 48000
@@ -182,6 +142,9 @@ class AudioConfig:
     preemphasis: float = 0.97
     window: str = "rect"
     volume_jitter: tuple[float, float] = (0.9, 1.1)
+    freq_mask: int = 0
+    time_mask: int = 0
+    normalize: str = "none"
 
     _SECTION: ClassVar[str] = "audio"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -192,6 +155,9 @@ class AudioConfig:
         "hop_ms": _above(0),
         "n_fft": _at_least(1),
         "volume_jitter": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
+        "freq_mask": _COUNT,
+        "time_mask": _COUNT,
+        "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
     _CROSS: ClassVar[list] = [
         (lambda c: c.seconds * 1000 >= c.win_ms, "audio.seconds is shorter than one window"),

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from otcluster._io import atomic_open
 from otcluster._threads import limit_threads
 
-from ._audio import LogMelSpectrogram, volume_jitter
+from ._audio import LogMelSpectrogram, spec_augment, volume_jitter
 from ._config import VideoRecipeConfig
 from ._decode import DecodeError, _scaled_size, read_audio, read_clip
 from ._probe import VideoInfo, load_manifest
@@ -190,7 +190,12 @@ class AVDataset(Dataset):
             wave = self._read_audio(info, audio_start)
         if self.train and a.volume_jitter != (1.0, 1.0):
             wave = volume_jitter(wave, *a.volume_jitter)
-        return {"video": self.transform(frames), "audio": self.spectrogram(wave).unsqueeze(0)}
+        spec = self.spectrogram(wave)
+        if a.normalize == "clip":
+            spec = spec - spec.mean()
+        if self.train:
+            spec = spec_augment(spec, a.freq_mask, a.time_mask)
+        return {"video": self.transform(frames), "audio": spec.unsqueeze(0)}
 
     def _read_audio(self, info: VideoInfo, start: float) -> torch.Tensor:
         a = self.config.audio

@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from otcluster_video import LogMelSpectrogram, load_preset, n_spectrogram_frames, volume_jitter
+from otcluster_video import (
+    LogMelSpectrogram,
+    load_preset,
+    n_spectrogram_frames,
+    spec_augment,
+    volume_jitter,
+)
 
 
 def test_paper_config_gives_1x257x199_for_two_seconds():
@@ -59,3 +65,31 @@ def test_volume_jitter_scales_by_one_factor_in_range():
         assert torch.allclose(ratio, ratio[0].expand_as(ratio))
         factors.append(ratio[0].item())
     assert 0.9 <= min(factors) < 0.92 and 1.08 < max(factors) <= 1.1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spec_augment_hides_one_band_per_axis_with_the_clip_mean(seed):
+    torch.manual_seed(seed)
+    spec = torch.randn(64, 99) + 3.0
+    out = spec_augment(spec, 8, 10)
+    assert out.shape == spec.shape and torch.equal(spec, spec.clone())  # input not modified
+    changed = out != spec
+    rows, cols = changed.all(1), changed.all(0)  # whole mel bins / whole frames replaced
+    assert int(rows.sum()) <= 8 and int(cols.sum()) <= 10
+    # every changed value lies in a masked bin or frame and holds the clip's mean
+    assert torch.equal(changed, rows[:, None] | cols[None, :])
+    assert torch.allclose(out[changed], torch.full_like(out[changed], float(spec.mean())))
+    # a masked band is contiguous
+    for mask in (rows, cols):
+        idx = mask.nonzero().flatten()
+        assert len(idx) == 0 or int(idx[-1] - idx[0]) + 1 == len(idx)
+
+
+def test_spec_augment_masks_are_drawn_up_to_the_width_and_zero_is_off():
+    spec = torch.randn(64, 99)
+    assert torch.equal(spec_augment(spec, 0, 0), spec)
+    torch.manual_seed(0)
+    widths = [int((spec_augment(spec, 8, 0) != spec).all(1).sum()) for _ in range(300)]
+    assert max(widths) == 7 and min(widths) == 0  # torchaudio draws v ~ U(0, 8), floored
+    with pytest.raises(ValueError, match="n_mels, n_frames"):
+        spec_augment(torch.randn(1, 64, 99), 8, 10)

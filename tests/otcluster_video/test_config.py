@@ -57,6 +57,10 @@ def test_overrides_and_files(tmp_path):
         ("[encoder.video]\narch = 'vit'\n", "encoder.video.arch must be one of"),
         ("[training]\nlr = -1.0\n", "training.lr must be > 0"),
         ("[training\n", "invalid TOML"),
+        ("[audio]\nfreq_mask = -1\n", "audio.freq_mask must be a non-negative integer"),
+        ("[audio]\ntime_mask = 2.5\n", "audio.time_mask must be int"),
+        ("[audio]\nnormalize = 'zscore'\n", "audio.normalize must be 'none' or 'clip'"),
+        ("[audio]\nvolume_jitter = [3.0, 0.33]\n", "audio.volume_jitter must be 0 < low <= high"),
     ],
 )
 def test_bad_presets_raise_naming_the_key(tmp_path, text, match):

@@ -46,6 +46,38 @@ def test_eval_is_deterministic_and_train_is_random(prepared, cpu_config):
     assert any(not torch.equal(draws[0]["audio"], d["audio"]) for d in draws[1:])
 
 
+def test_spec_augment_masks_training_items_only(prepared, cpu_config):
+    masked = dataclasses.replace(
+        cpu_config, audio=dataclasses.replace(cpu_config.audio, freq_mask=20, time_mask=30))
+    ev, ev_masked = (AVDataset(prepared.videos, c, train=False) for c in (cpu_config, masked))
+    assert torch.equal(ev[1]["audio"], ev_masked[1]["audio"])
+    tr = AVDataset(prepared.videos, masked, train=True)
+    torch.manual_seed(0)
+    specs = [tr[1]["audio"][0] for _ in range(4)]
+    # a masked mel bin is one value over all frames (and a masked frame over all bins)
+    flat_bins = [int((s == s[:, :1]).all(1).sum()) for s in specs]
+    flat_frames = [int((s == s[:1, :]).all(0).sum()) for s in specs]
+    assert max(flat_bins) > 0 and max(flat_frames) > 0
+    unmasked = ev[1]["audio"][0]
+    assert int((unmasked == unmasked[:, :1]).all(1).sum()) == 0
+
+
+def test_clip_normalisation_removes_the_mean_log_mel_in_training_and_inference(
+        prepared, cpu_config):
+    centred = dataclasses.replace(
+        cpu_config, audio=dataclasses.replace(cpu_config.audio, normalize="clip",
+                                              volume_jitter=(1.0, 1.0)))
+    for train in (False, True):
+        plain, clip = (AVDataset(prepared.videos, c, train=train) for c in (cpu_config, centred))
+        torch.manual_seed(0)
+        a = plain[1]["audio"]
+        torch.manual_seed(0)
+        b = clip[1]["audio"]
+        if not train:
+            assert torch.allclose(b, a - a.mean(), atol=1e-5)
+        assert abs(float(b.mean())) < 1e-4
+
+
 def test_windows_share_a_centre_inside_the_video(prepared, cpu_config):
     tr = AVDataset(prepared.videos, cpu_config, train=True)
     torch.manual_seed(0)
