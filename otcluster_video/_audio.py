@@ -179,7 +179,7 @@ def spec_augment(spec: torch.Tensor, freq_mask: int, time_mask: int) -> torch.Te
     spec : Tensor of shape (n_mels, n_frames)
         Log-mel image; not modified.
     freq_mask, time_mask : int
-        Widest mask along each axis; 0 leaves that axis alone.
+        Widest mask along each axis, at most its size; 0 leaves that axis alone.
 
     Returns
     -------
@@ -187,6 +187,9 @@ def spec_augment(spec: torch.Tensor, freq_mask: int, time_mask: int) -> torch.Te
     """
     if spec.dim() != 2:
         raise ValueError(f"spec must be (n_mels, n_frames), got shape {tuple(spec.shape)}")
+    if not (0 <= freq_mask <= spec.shape[0] and 0 <= time_mask <= spec.shape[1]):
+        raise ValueError(f"mask widths ({freq_mask}, {time_mask}) must lie in [0, size] of a "
+                         f"{tuple(spec.shape)} log-mel image")
     fill = float(spec.mean())
     for axis, width in ((0, freq_mask), (1, time_mask)):
         if width > 0:

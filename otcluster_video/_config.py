@@ -161,6 +161,8 @@ class AudioConfig:
     }
     _CROSS: ClassVar[list] = [
         (lambda c: c.seconds * 1000 >= c.win_ms, "audio.seconds is shorter than one window"),
+        (lambda c: c.freq_mask <= c.n_mels, "audio.freq_mask is wider than audio.n_mels"),
+        (lambda c: c.time_mask <= c.n_frames, "audio.time_mask is wider than the clip's frames"),
     ]
 
     def __post_init__(self) -> None:

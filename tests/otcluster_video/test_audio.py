@@ -93,3 +93,5 @@ def test_spec_augment_masks_are_drawn_up_to_the_width_and_zero_is_off():
     assert max(widths) == 7 and min(widths) == 0  # torchaudio draws v ~ U(0, 8), floored
     with pytest.raises(ValueError, match="n_mels, n_frames"):
         spec_augment(torch.randn(1, 64, 99), 8, 10)
+    with pytest.raises(ValueError, match=r"mask widths \(65, 10\)"):
+        spec_augment(spec, 65, 10)

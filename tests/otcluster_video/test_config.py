@@ -60,6 +60,9 @@ def test_overrides_and_files(tmp_path):
         ("[audio]\nfreq_mask = -1\n", "audio.freq_mask must be a non-negative integer"),
         ("[audio]\ntime_mask = 2.5\n", "audio.time_mask must be int"),
         ("[audio]\nnormalize = 'zscore'\n", "audio.normalize must be 'none' or 'clip'"),
+        ("[audio]\nn_mels = 64\nfreq_mask = 65\n", "audio.freq_mask is wider than audio.n_mels"),
+        ("[audio]\nsample_rate = 16000\nseconds = 1.0\ntime_mask = 100\n",
+         "audio.time_mask is wider than the clip's frames"),
         ("[audio]\nvolume_jitter = [3.0, 0.33]\n", "audio.volume_jitter must be 0 < low <= high"),
     ],
 )
