@@ -345,7 +345,9 @@ class ClusteringConfig:
     schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
 
     ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)``
-    (:func:`otcluster.sinkhorn`); left out: sizes fixed to the prior. ``modality_weights``: how
+    (:func:`otcluster.sinkhorn`); left out: sizes fixed to the prior. ``sinkhorn_tol`` /
+    ``sinkhorn_max_iter``: the solver's stopping rule (the trainer's defaults, 1e-2 and 1000; a
+    ``ConvergenceWarning`` in ``train.log`` says to raise them). ``modality_weights``: how
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
     and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``."""
@@ -353,6 +355,8 @@ class ClusteringConfig:
     n_clusterings: int = 100
     schedule_power: float = 1.5
     sinkhorn_tau: float | None = None
+    sinkhorn_tol: float = 1e-2
+    sinkhorn_max_iter: int = 1000
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
@@ -363,6 +367,9 @@ class ClusteringConfig:
         "schedule_power": _above(0),
         "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
+        "sinkhorn_tol": _above(0),
+        "sinkhorn_max_iter": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                              "a positive integer"),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights": (

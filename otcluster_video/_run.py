@@ -48,9 +48,10 @@ __all__ = [
     "write_text",
 ]
 
-#: Keys that may change between a run and its resumption.
+#: Keys that may change between a run and its resumption (the solver's stopping rule: so that a
+#: run whose train.log warns that Sinkhorn did not converge can go on with a higher max_iter).
 RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "training.kernels", "data.num_workers",
-                     "data.cache_dir")
+                     "data.cache_dir", "clustering.sinkhorn_tol", "clustering.sinkhorn_max_iter")
 
 
 def write_text(path: Path, text: str) -> Path:

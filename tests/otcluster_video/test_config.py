@@ -203,14 +203,18 @@ def test_prior_from_a_file_relative_to_the_preset(tmp_path):
         load_preset(path)
 
 
-def test_zipf_exponent_and_tau_reach_the_trainer_and_its_labeler():
+def test_zipf_exponent_tau_and_stopping_rule_reach_the_trainer_and_its_labeler():
     from otcluster import SelfLabelTrainer
     from otcluster_video._build import trainer_config
 
     cfg = load_preset("cpu", {"training.prior": "zipf", "training.zipf_exponent": 2.0,
-                              "clustering.sinkhorn_tau": 1.5})
+                              "clustering.sinkhorn_tau": 1.5, "clustering.sinkhorn_tol": 5e-3,
+                              "clustering.sinkhorn_max_iter": 10000})
     t = trainer_config(cfg)
     assert (t.zipf_exponent, t.sinkhorn_tau) == (2.0, 1.5)
+    assert (t.sinkhorn_tol, t.sinkhorn_max_iter) == (5e-3, 10000)
+    default = trainer_config(load_preset("cpu"))
+    assert (default.sinkhorn_tol, default.sinkhorn_max_iter) == (1e-2, 1000)  # the trainer's
     assert trainer_config(load_preset("cpu")).sinkhorn_tau is None  # left out: exact sizes
     assert trainer_config(load_preset("cpu", {"training.prior": "zipf"})).prior == "zipf"
     # the labeler the trainer builds gets both (it owns the prior)
@@ -227,8 +231,13 @@ def test_zipf_exponent_and_tau_reach_the_trainer_and_its_labeler():
                                                       hidden_dim=None), head_groups=1)
     lab = SelfLabelTrainer({"video": Enc()}, data, t).labeler_
     assert (lab.zipf_exponent, lab.tau) == (2.0, 1.5)
+    assert (lab.tol, lab.max_iter) == (5e-3, 10000)
     with pytest.raises(ValueError, match="clustering.sinkhorn_tau"):
         load_preset("cpu", {"clustering.sinkhorn_tau": 0.0})
+    with pytest.raises(ValueError, match="clustering.sinkhorn_max_iter must be a positive integer"):
+        load_preset("cpu", {"clustering.sinkhorn_max_iter": 0})
+    with pytest.raises(ValueError, match="clustering.sinkhorn_tol must be > 0"):
+        load_preset("cpu", {"clustering.sinkhorn_tol": 0.0})
 
 
 def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):

@@ -143,3 +143,6 @@ def test_config_toml_round_trip(tmp_path, name):
     other = "fast" if cfg.training.kernels == "portable" else "portable"
     assert _config_changes(cfg, load_preset(path, {"training.kernels": other,
                                                    "training.threads": 3})) == []
+    # and so may the solver's stopping rule (a run that warned can go on with more passes)
+    assert _config_changes(cfg, load_preset(path, {"clustering.sinkhorn_max_iter": 10000,
+                                                   "clustering.sinkhorn_tol": 5e-3})) == []
