@@ -150,11 +150,15 @@ def _overrides(k: int, seed: int, cache: Path, extra: list[str]) -> list[str]:
     return [f"heads.n_clusters={k}", f"training.seed={seed}", f"data.cache_dir=\"{cache}\"", *extra]
 
 
+def _set_values(extra: list[str]) -> dict:
+    """``--set KEY=VALUE`` items as overrides (VALUE in TOML, as on the command line)."""
+    return {key.strip(): tomllib.loads(f"v = {value}")["v"]
+            for key, value in (item.split("=", 1) for item in extra)}
+
+
 def _preset(k: int, seed: int, cache: Path, epochs: int | None, extra: list[str] = ()):
-    over = {"heads.n_clusters": k, "training.seed": seed, "data.cache_dir": str(cache)}
-    for item in extra:  # KEY=VALUE, VALUE in TOML as on the command line
-        key, value = item.split("=", 1)
-        over[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+    over = {"heads.n_clusters": k, "training.seed": seed, "data.cache_dir": str(cache),
+            **_set_values(list(extra))}
     if epochs is not None:
         over["training.epochs"] = epochs
     return load_preset("cpu", over)
@@ -455,10 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
         worlds = worlds if a.worlds != p.get_default("worlds") else ["shape"]
         a.seeds, a.epochs, a.videos_per_class = a.seeds[:1], 1, 2
     methods = set(METHODS) if a.methods == "all" else {m.strip() for m in a.methods.split(",")}
-    sets = {key.strip(): value for key, value in (o.split("=", 1) for o in a.sets)}
-    kernels = (tomllib.loads(f"v = {sets['training.kernels']}")["v"] if "training.kernels" in sets
-               else load_preset("cpu").training.kernels)
-    if kernels == "portable":
+    if load_preset("cpu", _set_values(a.sets)).training.kernels == "portable":
         # this process's cells (the bound, SeLa on one stream) on the kernels of the recipe's
         # runs: MKL must read its branch before its first call
         os.environ.setdefault("MKL_CBWR", "COMPATIBLE")

@@ -39,6 +39,7 @@ from ._probe import PrepareReport, VideoInfo, index_videos, load_manifest
 from ._probe import prepare as prepare_manifest
 
 __all__ = [
+    "ConfigChangedError",
     "RunPaths",
     "config_changes",
     "ground_truth",
@@ -154,6 +155,17 @@ def load_run_config(run: str | Path) -> VideoRecipeConfig:
 def save_run_config(paths: RunPaths, config: VideoRecipeConfig) -> Path:
     """Write ``RUN/config.toml`` (a preset that :func:`load_preset` reads back equal)."""
     return write_text(paths.config, config_to_toml(config))
+
+
+class ConfigChangedError(ValueError):
+    """A run folder resumed with a configuration that differs in keys a run may not change."""
+
+    def __init__(self, root: Path, changes: list[str]):
+        may = ", ".join(k for k in RESUMABLE_CHANGES if k != "name")
+        super().__init__(f"{root} was trained with another configuration (differences in "
+                         f"{', '.join(changes)}); use a new --out folder, or resume without "
+                         f"changing these keys (only {may} may change)")
+        self.root, self.changes = root, changes
 
 
 def config_changes(old: VideoRecipeConfig, new: VideoRecipeConfig) -> list[str]:

@@ -62,13 +62,12 @@ def _step(name: str) -> float:
 def _train(manifest: Path, run_dir: Path, over: dict[str, Any], out: Path, progress: bool) -> None:
     """Train (or resume, or reuse) the demo's run; a run of another configuration names --fresh."""
     from . import recipe
+    from ._run import ConfigChangedError
 
     try:
         recipe.train(manifest, run_dir, preset="cpu", overrides=over, device="cpu",
                      progress=progress)
-    except ValueError as err:
-        if "another configuration" not in str(err):
-            raise
+    except ConfigChangedError as err:
         raise ValueError(f"{err}. For the demo (e.g. a folder of an earlier version's demo): "
                          f"run it with --fresh, which deletes {out}, or with another --out") from err
 

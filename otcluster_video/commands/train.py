@@ -30,6 +30,7 @@ from .._config import VideoRecipeConfig
 from .._preset import load_preset
 from .._probe import VideoInfo, load_manifest
 from .._run import (
+    ConfigChangedError,
     RunPaths,
     barrier,
     config_changes,
@@ -203,11 +204,7 @@ def train(
             config = _adapted(config, videos, fixed)[0]
         changes = config_changes(load_preset(paths.config), config)
         if changes:
-            raise ValueError(
-                f"{paths.root} was trained with another configuration (differences in "
-                f"{', '.join(changes)}); use a new --out folder, or resume without changing "
-                f"these keys (only training.epochs may change)"
-            )
+            raise ConfigChangedError(paths.root, changes)
     handler = None
     try:
         if rank == 0:

@@ -8,6 +8,7 @@ import torch
 
 from otcluster.metrics import cluster_report
 from otcluster_video import load_preset
+from otcluster_video._run import ConfigChangedError
 from otcluster_video.evaluate import (
     EvalRow,
     degrade_frames,
@@ -146,3 +147,8 @@ def test_config_toml_round_trip(tmp_path, name):
     # and so may the solver's stopping rule (a run that warned can go on with more passes)
     assert _config_changes(cfg, load_preset(path, {"clustering.sinkhorn_max_iter": 10000,
                                                    "clustering.sinkhorn_tol": 5e-3})) == []
+    # the error of a refused resumption names what differs and what may change
+    err = ConfigChangedError(tmp_path, ["heads.n_clusters"])
+    assert isinstance(err, ValueError)
+    assert "differences in heads.n_clusters" in str(err)
+    assert "training.epochs, training.threads" in str(err) and "sinkhorn_max_iter" in str(err)
