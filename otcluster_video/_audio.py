@@ -131,17 +131,37 @@ class LogMelSpectrogram(nn.Module):
         """Number of output frames for ``n_samples`` input samples."""
         return max(0, 1 + (n_samples - self.win) // self.hop)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Log-mel image of ``waveform`` ``(..., n_samples)`` -> ``(..., n_mels, n_frames)``."""
+    def forward(self, waveform: torch.Tensor, semitones: float = 0.0) -> torch.Tensor:
+        """Log-mel image of ``waveform`` ``(..., n_samples)`` -> ``(..., n_mels, n_frames)``.
+
+        ``semitones`` shifts the pitch (every frequency times ``2 ** (semitones / 12)``, the
+        duration unchanged; a training augmentation): each FFT bin feeds the mel band of the
+        frequency it moves to. Bands above the shifted Nyquist frequency (a downward shift)
+        read the constant ``log(log_offset)``.
+        """
         if waveform.shape[-1] < self.win:
             raise ValueError(
                 f"waveform has {waveform.shape[-1]} samples, fewer than one window ({self.win})"
             )
+        if not math.isfinite(semitones):
+            raise ValueError(f"semitones must be finite, got {semitones}")
         x = waveform.float()
         if self.preemphasis:
             x = torch.cat([x[..., :1], x[..., 1:] - self.preemphasis * x[..., :-1]], dim=-1)
         x = nn.functional.pad(x, self._pad)
-        return torch.log(self.mel(x) + self.log_offset)
+        if semitones == 0.0:
+            return torch.log(self.mel(x) + self.log_offset)
+        power = self.mel.spectrogram(x)  # (..., n_freqs, n_frames)
+        scale, factor = self.mel.mel_scale, 2.0 ** (semitones / 12.0)
+        with warnings.catch_warnings():  # a downward shift leaves the top filters empty
+            warnings.filterwarnings("ignore", message=".*filterbank has all zero values.*")
+            # FFT bin k read as frequency factor * f_k: bin k feeds the band of its shifted image
+            fb = torchaudio.functional.melscale_fbanks(
+                scale.n_stft, scale.f_min, scale.f_max, scale.n_mels,
+                int(round(scale.sample_rate * factor)), scale.norm, scale.mel_scale,
+            )
+        mel = torch.matmul(power.transpose(-1, -2), fb.to(power.dtype)).transpose(-1, -2)
+        return torch.log(mel + self.log_offset)
 
 
 def volume_jitter(

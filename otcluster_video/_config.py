@@ -129,8 +129,10 @@ class AudioConfig:
 
     Training-time augmentations: ``volume_jitter``, the gain range (``[1, 1]`` disables it);
     ``freq_mask`` / ``time_mask``, the widest band of mel bins / frames that one SpecAugment
-    mask hides per clip (0 = none). ``normalize = "clip"`` subtracts each clip's mean log-mel
-    (training and inference), so that its loudness does not count; ``"none"``: the paper's.
+    mask hides per clip (0 = none); ``pitch_shift``, the largest pitch shift in semitones, drawn
+    uniformly from ``[-pitch_shift, pitch_shift]`` per clip (0 = none). ``normalize = "clip"``
+    subtracts each clip's mean log-mel (training and inference), so that its loudness does not
+    count; ``"none"``: the paper's.
     """
 
     sample_rate: int = 48000
@@ -144,6 +146,7 @@ class AudioConfig:
     volume_jitter: tuple[float, float] = (0.9, 1.1)
     freq_mask: int = 0
     time_mask: int = 0
+    pitch_shift: float = 0.0
     normalize: str = "none"
 
     _SECTION: ClassVar[str] = "audio"
@@ -157,6 +160,7 @@ class AudioConfig:
         "volume_jitter": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
         "freq_mask": _COUNT,
         "time_mask": _COUNT,
+        "pitch_shift": (lambda v: _num(v) and 0 <= v <= 24, "in [0, 24] (semitones)"),
         "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
     _CROSS: ClassVar[list] = [

@@ -190,7 +190,10 @@ class AVDataset(Dataset):
             wave = self._read_audio(info, audio_start)
         if self.train and a.volume_jitter != (1.0, 1.0):
             wave = volume_jitter(wave, *a.volume_jitter)
-        spec = self.spectrogram(wave)
+        shift = 0.0
+        if self.train and a.pitch_shift > 0:
+            shift = float(a.pitch_shift * (2.0 * torch.rand(()) - 1.0))
+        spec = self.spectrogram(wave, shift)
         if a.normalize == "clip":
             spec = spec - spec.mean()
         if self.train:

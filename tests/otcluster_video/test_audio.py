@@ -55,6 +55,33 @@ def test_rejects_bad_settings():
         LogMelSpectrogram(16000, 40)(torch.zeros(100))
 
 
+def _peak_band(spec: LogMelSpectrogram, hz: float, semitones: float = 0.0) -> int:
+    t = torch.arange(16000) / 16000
+    return int(spec(torch.sin(2 * torch.pi * hz * t), semitones).mean(-1).argmax())
+
+
+@pytest.mark.parametrize("hz, semitones", [(440.0, 12.0), (880.0, -12.0), (300.0, 5.0),
+                                           (1000.0, 3.0), (2500.0, -7.0)])
+def test_pitch_shift_moves_a_tone_to_the_band_of_the_shifted_tone(hz, semitones):
+    spec = LogMelSpectrogram(sample_rate=16000, n_mels=64, n_fft=512, window="hann")
+    shifted = hz * 2 ** (semitones / 12)
+    assert _peak_band(spec, hz, semitones) == _peak_band(spec, shifted)
+    assert _peak_band(spec, hz, semitones) != _peak_band(spec, hz)
+
+
+def test_pitch_shift_zero_is_the_plain_image_and_down_empties_the_top_bands():
+    spec = LogMelSpectrogram(sample_rate=16000, n_mels=64, n_fft=512, window="hann")
+    wave = torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(spec(wave, 0.0), spec(wave))
+    assert torch.allclose(spec(wave, 1e-6), spec(wave), atol=1e-4)
+    down = spec(wave, -12.0)  # 0-8 kHz move to 0-4 kHz: the bands above 4 kHz get nothing
+    floor = torch.log(torch.tensor(spec.log_offset))
+    assert torch.allclose(down[-5:], floor.expand(5, down.shape[1]))
+    assert (spec(wave)[-5:] > floor + 1).all()
+    with pytest.raises(ValueError, match="semitones must be finite"):
+        spec(wave, float("nan"))
+
+
 def test_volume_jitter_scales_by_one_factor_in_range():
     wave = torch.randn(1000)
     g = torch.Generator().manual_seed(0)

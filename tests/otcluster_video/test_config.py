@@ -64,6 +64,8 @@ def test_overrides_and_files(tmp_path):
         ("[audio]\nsample_rate = 16000\nseconds = 1.0\ntime_mask = 100\n",
          "audio.time_mask is wider than the clip's frames"),
         ("[audio]\nvolume_jitter = [3.0, 0.33]\n", "audio.volume_jitter must be 0 < low <= high"),
+        ("[audio]\npitch_shift = -1.0\n", r"audio.pitch_shift must be in \[0, 24\]"),
+        ("[audio]\npitch_shift = 30\n", r"audio.pitch_shift must be in \[0, 24\]"),
     ],
 )
 def test_bad_presets_raise_naming_the_key(tmp_path, text, match):

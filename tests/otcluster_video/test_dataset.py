@@ -62,6 +62,27 @@ def test_spec_augment_masks_training_items_only(prepared, cpu_config):
     assert int((unmasked == unmasked[:, :1]).all(1).sum()) == 0
 
 
+def test_pitch_shift_changes_training_items_only(prepared, cpu_config):
+    shifted = dataclasses.replace(
+        cpu_config, audio=dataclasses.replace(cpu_config.audio, volume_jitter=(1.0, 1.0),
+                                              pitch_shift=4.0))
+    plain = dataclasses.replace(shifted, audio=dataclasses.replace(shifted.audio, pitch_shift=0.0))
+    assert torch.equal(AVDataset(prepared.videos, plain, train=False)[1]["audio"],
+                       AVDataset(prepared.videos, shifted, train=False)[1]["audio"])
+    plain_tr, tr = (AVDataset(prepared.videos, c, train=True) for c in (plain, shifted))
+    draws = []
+    for seed in range(3):  # the same window and crop: only the pitch differs
+        torch.manual_seed(seed)
+        base = plain_tr[1]["audio"]
+        torch.manual_seed(seed)
+        assert torch.equal(base, plain_tr[1]["audio"])
+        torch.manual_seed(seed)
+        draws.append(tr[1]["audio"])
+        assert draws[-1].shape == base.shape and torch.isfinite(draws[-1]).all()
+        assert not torch.allclose(draws[-1], base, atol=1e-3)
+    assert not torch.allclose(draws[0], draws[1], atol=1e-3)
+
+
 def test_clip_normalisation_removes_the_mean_log_mel_in_training_and_inference(
         prepared, cpu_config):
     centred = dataclasses.replace(
