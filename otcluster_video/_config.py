@@ -372,8 +372,7 @@ class ClusteringConfig:
         "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
         "sinkhorn_tol": _above(0),
-        "sinkhorn_max_iter": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                              "a positive integer"),
+        "sinkhorn_max_iter": _at_least(1),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights": (

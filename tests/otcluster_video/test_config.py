@@ -217,7 +217,7 @@ def test_zipf_exponent_tau_and_stopping_rule_reach_the_trainer_and_its_labeler()
     assert (t.sinkhorn_tol, t.sinkhorn_max_iter) == (5e-3, 10000)
     default = trainer_config(load_preset("cpu"))
     assert (default.sinkhorn_tol, default.sinkhorn_max_iter) == (1e-2, 1000)  # the trainer's
-    assert trainer_config(load_preset("cpu")).sinkhorn_tau is None  # left out: exact sizes
+    assert default.sinkhorn_tau is None  # left out: exact sizes
     assert trainer_config(load_preset("cpu", {"training.prior": "zipf"})).prior == "zipf"
     # the labeler the trainer builds gets both (it owns the prior)
     import torch
@@ -236,8 +236,11 @@ def test_zipf_exponent_tau_and_stopping_rule_reach_the_trainer_and_its_labeler()
     assert (lab.tol, lab.max_iter) == (5e-3, 10000)
     with pytest.raises(ValueError, match="clustering.sinkhorn_tau"):
         load_preset("cpu", {"clustering.sinkhorn_tau": 0.0})
-    with pytest.raises(ValueError, match="clustering.sinkhorn_max_iter must be a positive integer"):
+    with pytest.raises(ValueError, match="clustering.sinkhorn_max_iter must be >= 1"):
         load_preset("cpu", {"clustering.sinkhorn_max_iter": 0})
+    for bad in (2.5, True):  # the field's type: an integer
+        with pytest.raises(ValueError, match="clustering.sinkhorn_max_iter must be int"):
+            load_preset("cpu", {"clustering.sinkhorn_max_iter": bad})
     with pytest.raises(ValueError, match="clustering.sinkhorn_tol must be > 0"):
         load_preset("cpu", {"clustering.sinkhorn_tol": 0.0})
 
