@@ -110,3 +110,24 @@ def test_gpu_faiss_matches_cpu_quality(blobs):
     x, y = blobs
     res = kmeans_baseline(torch.from_numpy(x).cuda(), 5, gpu=True)
     assert nmi_score(y, res.labels) > 0.95
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+def test_faiss_result_does_not_depend_on_the_thread_count():
+    """The evaluation's k-means rows (and the demo's verdict) do not change with the thread
+    count: faiss splits its distance searches by query and its centroid sums by centroid."""
+    import faiss
+
+    x, _ = make_blobs(n_samples=2000, centers=12, n_features=64, cluster_std=4.0, random_state=1)
+    x = x.astype(np.float32)
+    old = faiss.omp_get_max_threads()
+    try:
+        results = []
+        for threads in (1, 2, 4):
+            faiss.omp_set_num_threads(threads)
+            results.append(kmeans_baseline(x, 12, backend="faiss", seed=0))
+    finally:
+        faiss.omp_set_num_threads(old)
+    for res in results[1:]:
+        assert torch.equal(res.labels, results[0].labels)
+        assert torch.equal(res.centroids, results[0].centroids)
