@@ -115,7 +115,7 @@ def test_gpu_faiss_matches_cpu_quality(blobs):
 @pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
 def test_faiss_result_does_not_depend_on_the_thread_count():
     """The evaluation's k-means rows (and the demo's verdict) do not change with the thread
-    count: faiss splits its distance searches by query and its centroid sums by centroid."""
+    count (docs/video.md, "Reproducibility")."""
     import faiss
 
     x, _ = make_blobs(n_samples=2000, centers=12, n_features=64, cluster_std=4.0, random_state=1)
