@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,23 @@ def _describe(record: Mapping[str, Any]) -> str:
             parts.append(f"NMI to the folder names (head 0) {100 * r['nmi']:.1f}")
         return ", ".join(parts)
     return f"{event}: " + json.dumps({k: v for k, v in r.items() if k != "event"})[:300]
+
+
+def _unconverged_summary(history: Sequence[Mapping[str, Any]], config: VideoRecipeConfig
+                        ) -> str | None:
+    """A warning line when some clusterings of ``history`` stopped at the solver's pass cap
+    short of its tolerance (their cluster sizes are off the prior), else None."""
+    clusterings = [h for h in history if h.get("event") == "clustering" and "converged" in h]
+    short = [h for h in clusterings if not h["converged"]]
+    if not short:
+        return None
+    c = config.clustering
+    which = ", ".join(str(h.get("clustering", "?")) for h in short[:10])
+    more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+    return (f"{len(short)} of {len(clusterings)} clusterings ({which}{more}) stopped at "
+            f"clustering.sinkhorn_max_iter = {c.sinkhorn_max_iter} passes short of "
+            f"clustering.sinkhorn_tol = {c.sinkhorn_tol:g}: their cluster sizes are off the prior; "
+            f"raise clustering.sinkhorn_max_iter to let them converge (docs/video.md)")
 
 
 class _History:
@@ -267,6 +284,11 @@ def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, de
                     history_file(record)
     if rank == 0:
         write_text(paths.history, "".join(json.dumps(h) + "\n" for h in history))
+        short = _unconverged_summary(history, config)
+        if short is not None:
+            logger.warning("%s", short)
+            if progress:
+                print(f"warning: {short}", flush=True)
         if dataset.decode_failures:
             logger.warning(
                 "%d videos failed to decode during training; a neighbour's clip stood in",

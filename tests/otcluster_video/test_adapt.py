@@ -75,6 +75,7 @@ def test_adapted_configs_are_valid_and_never_ask_for_more(fps, side, rate, prese
     assert (cfg == base) == (changes == [])
 
 
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not reach tol")
 def test_train_records_the_adapted_config(tmp_path):
     """A 4 fps, 20 px, 8 kHz source: config.toml (read by label and evaluate) and train.log
     say what was adapted; a key set with overrides stays."""
@@ -85,7 +86,8 @@ def test_train_records_the_adapted_config(tmp_path):
     tiny = {"audio.n_mels": 16, "encoder.video.widths": [4, 4, 4, 4],
             "encoder.audio.widths": [4, 4, 4, 4], "heads.n_clusters": 2, "heads.hidden_dim": 8,
             "training.epochs": 1, "training.batch_size": 3, "training.warmup_epochs": 0,
-            "clustering.n_clusterings": 1, "data.cache_dir": "", "audio.sample_rate": 16000}
+            "clustering.n_clusterings": 1, "data.cache_dir": "", "audio.sample_rate": 16000,
+            "clustering.sinkhorn_max_iter": 1, "clustering.sinkhorn_tol": 1e-12}
     train(data, tmp_path / "run", preset="cpu", overrides=tiny, progress=False)
     saved = load_preset(tmp_path / "run" / "config.toml")
     assert (saved.clip.fps, saved.clip.n_frames) == (4.0, 4)
@@ -93,5 +95,7 @@ def test_train_records_the_adapted_config(tmp_path):
     assert saved.audio.sample_rate == 16000  # set by the user: not adapted
     log = (tmp_path / "run" / "train.log").read_text()
     assert "adapted to the videos: clip.fps 8 -> 4" in log
+    # and that the one clustering stopped at the pass cap short of the tolerance
+    assert "1 of 1 clusterings (0) stopped at clustering.sinkhorn_max_iter = 1 passes" in log
     # resuming with the same preset and overrides is not refused as a configuration change
     train(None, tmp_path / "run", preset="cpu", overrides=tiny, progress=False)

@@ -204,3 +204,22 @@ def test_train_log_names_the_stream_weights():
                       "modality_weights": {"video": 0.1667, "audio": 0.8333}})
     assert "stream weights video 0.17, audio 0.83" in line
     assert "stream weights" not in _describe({"event": "clustering", "clustering": 0, "step": 0})
+
+
+def test_train_warns_when_clusterings_stopped_short_of_the_tolerance():
+    from otcluster_video._preset import load_preset
+    from otcluster_video.commands.train import _unconverged_summary
+
+    cfg = load_preset("cpu", {"clustering.sinkhorn_max_iter": 300})
+    history = [{"event": "epoch", "epoch": 1, "loss": 1.0},
+               *({"event": "clustering", "clustering": i, "converged": i not in (4, 6)}
+                 for i in range(8))]
+    line = _unconverged_summary(history, cfg)
+    assert line is not None and line.startswith("2 of 8 clusterings (4, 6) stopped at ")
+    assert "clustering.sinkhorn_max_iter = 300 passes" in line
+    assert "clustering.sinkhorn_tol = 0.01" in line
+    many = [{"event": "clustering", "clustering": i, "converged": False} for i in range(13)]
+    assert "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 3 more)" in _unconverged_summary(many, cfg)
+    converged = [{**h, "converged": True} for h in history if h["event"] == "clustering"]
+    assert _unconverged_summary(converged, cfg) is None
+    assert _unconverged_summary([], cfg) is None
