@@ -103,6 +103,8 @@ class SinkhornLabeler:
     tau : float >= 0 or None, default None
         Semi-relaxed cluster marginals: penalty ``tau * KL(Q^T 1 || prior)`` instead of the
         hard column constraint (see :func:`otcluster.sinkhorn`). None: balanced.
+    scaling_stages : int, default 0
+        λ-scaling of every solve (see :func:`otcluster.sinkhorn`): 0 solves at ``lam`` only.
 
     Attributes
     ----------
@@ -153,6 +155,7 @@ class SinkhornLabeler:
         process_group: Any = None,
         backend: str = "auto",
         tau: float | None = None,
+        scaling_stages: int = 0,
     ):
         self.n_clusters = n_clusters
         self.prior = prior
@@ -171,6 +174,7 @@ class SinkhornLabeler:
         self.process_group = process_group
         self.backend = backend
         self.tau = tau
+        self.scaling_stages = scaling_stages
 
     # -- internals -----------------------------------------------------------------------
     def _fixed_prior(self) -> torch.Tensor:
@@ -235,7 +239,8 @@ class SinkhornLabeler:
             prior, warm = prior[0], None if warm is None else warm[0]
         return dict(lam=self.lam, prior=prior, permute_prior=self._permute(), tol=self.tol,
                     max_iter=self.max_iter, warm_start=warm, overrelax=self.overrelax,
-                    process_group=self.process_group, tau=self.tau)
+                    process_group=self.process_group, tau=self.tau,
+                    scaling_stages=self.scaling_stages)
 
     def _solve(self, run: Any, rows: list[int], one_row: bool) -> SinkhornLabeler:
         """``run(dtype, anderson)`` through the retry ladder; keep the accepted result."""

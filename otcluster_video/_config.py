@@ -351,7 +351,9 @@ class ClusteringConfig:
     ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)``
     (:func:`otcluster.sinkhorn`); left out: sizes fixed to the prior. ``sinkhorn_tol`` /
     ``sinkhorn_max_iter``: the solver's stopping rule (the trainer's defaults, 1e-2 and 1000; a
-    ``ConvergenceWarning`` in ``train.log`` says to raise them). ``modality_weights``: how
+    warning at the end of ``train.log`` says when clusterings stopped short).
+    ``sinkhorn_scaling_stages``: λ-scaling of each solve (:func:`otcluster.sinkhorn`'s
+    ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
     and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``."""
@@ -361,6 +363,7 @@ class ClusteringConfig:
     sinkhorn_tau: float | None = None
     sinkhorn_tol: float = 1e-2
     sinkhorn_max_iter: int = 1000
+    sinkhorn_scaling_stages: int = 0
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
@@ -373,6 +376,7 @@ class ClusteringConfig:
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
         "sinkhorn_tol": _above(0),
         "sinkhorn_max_iter": _at_least(1),
+        "sinkhorn_scaling_stages": _at_least(0),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights": (

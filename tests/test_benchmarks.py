@@ -249,3 +249,21 @@ def test_bench_modality_weights_quick(tmp_path):
         assert len(sc["methods"]["information, floor 0.2"]["weights_course"][0]) == res["n_clusterings"]
         for v in views:
             assert f"| *{v} alone* |" in md
+
+
+@pytest.mark.slow
+def test_bench_scaling_quick(tmp_path):
+    """λ-scaling vs a solve at λ alone: every solve reaches tol, the same problem (labels nearly
+    all equal), fewer passes on the confident problems (counts, not timings)."""
+    _run([str(BENCH / "bench_scaling.py"), "--quick", "--out", str(tmp_path)], cwd=tmp_path,
+         timeout=300)
+    res = json.loads((tmp_path / "scaling.json").read_text())
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert "passes (mean)" in (tmp_path / "scaling.md").read_text()
+    for rows in res["problems"].values():
+        assert set(rows) == {"0", "1", "2", "3", "4"}
+        for r in rows.values():
+            assert r["converged"] == 1.0 and r["same_labels"] >= 0.95
+            assert _finite_nonneg(r["seconds"])
+    small = res["problems"]["confident N=96 K=6"]
+    assert small["2"]["passes_mean"] * 3 < small["0"]["passes_mean"]

@@ -35,6 +35,7 @@ def sinkhorn(
     backend: str = "auto",
     process_group: Any = None,
     tau: float | None = None,
+    scaling_stages: int = 0,
 ) -> SinkhornResult:
     """Prior-constrained Sinkhorn-Knopp label assignment (SeLa / SeLaVi, paper eq. 3).
 
@@ -84,6 +85,13 @@ def sinkhorn(
         reg=1/lam, reg_m=(inf, tau), reg_type="entropy")`` and of ott-jax with ``tau_a=1``,
         ``tau_b = tau / (tau + 1/lam)``. ``error`` is then the relative L1 gap between the
         column masses and those the next column update aims at (0 at the fixed point).
+    scaling_stages : int, default 0
+        λ-scaling (ε-scaling): solve first at ``lam / 2**scaling_stages``, then at twice that,
+        and so on up to ``lam``, each stage run to ``tol`` and started from the previous
+        stage's potentials (scaled with λ). The same problem and solution (a prior to be sorted
+        is sorted at ``lam``, as without stages); far fewer passes where the plan is nearly a
+        hard assignment (a confident network at ``lam=20``: ``docs/benchmarks/scaling.md``).
+        ``max_iter`` caps the passes of all stages together; ``n_iter`` counts them all.
 
     Returns
     -------
@@ -102,7 +110,8 @@ def sinkhorn(
     """
     opts = SolverOptions(lam=lam, prior=prior, permute_prior=permute_prior, tol=tol,
                          max_iter=max_iter, warm_start=warm_start, overrelax=overrelax,
-                         anderson=anderson, dtype=dtype, process_group=process_group, tau=tau)
+                         anderson=anderson, dtype=dtype, process_group=process_group, tau=tau,
+                         scaling_stages=scaling_stages)
     x = as_float_tensor(log_p, "log_p")
     batched = x.dim() == 3
     x3 = x if batched else x.unsqueeze(0)
@@ -143,6 +152,7 @@ def sinkhorn_features(
     dtype: torch.dtype = torch.float32,
     process_group: Any = None,
     tau: float | None = None,
+    scaling_stages: int = 0,
 ) -> SinkhornResult:
     """Memory-bounded Sinkhorn from features and a linear head: never holds N x K.
 
@@ -166,7 +176,8 @@ def sinkhorn_features(
     """
     opts = SolverOptions(lam=lam, prior=prior, permute_prior=permute_prior, tol=tol,
                          max_iter=max_iter, warm_start=warm_start, overrelax=overrelax,
-                         anderson=anderson, dtype=dtype, process_group=process_group, tau=tau)
+                         anderson=anderson, dtype=dtype, process_group=process_group, tau=tau,
+                         scaling_stages=scaling_stages)
     f = as_float_tensor(features, "features", ndims=(2,))
     w = as_float_tensor(weight, "weight", ndims=(2, 3))
     batched = w.dim() == 3

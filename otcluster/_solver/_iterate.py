@@ -18,7 +18,7 @@ from .._distributed import all_reduce_sum
 from ._anderson import Accelerator
 from ._options import Problem, SolverOptions
 from ._priors import sort_prior
-from ._relaxed import column_error, residual
+from ._relaxed import column_error, damping, residual
 from ._result import ConvergenceWarning, SinkhornResult
 from ._rounding import round_plan
 
@@ -152,7 +152,39 @@ def solve(ops, problem: Problem, opts: SolverOptions, *, device: Any,
     n_iter = 1 + (free is not None)
     r = sort_prior(prior, mass if free is None else free) if sort else prior
     logr = torch.log(r.clamp_min(1e-300))
-    phi = opts.phi  # 1: balanced; < 1: semi-relaxed columns (``_relaxed``)
+    # lam-scaling (opts.scaling_stages): the prior was sorted at lam above, as without it; the
+    # stages at lam / 2**s ... lam / 2 then each run to tol from the previous one's potentials,
+    # each within its share of the passes left (a head stuck at a stage used up the budget of
+    # every later stage: 2 heads, N=8, K=2; the other head, 220 passes alone, was not solved)
+    for s in range(opts.scaling_stages, 0, -1):
+        share = (max_iter - n_iter) // (s + 1)
+        if share < 2:
+            break
+        mass = _rescale(st, opts.lam / 2 ** s)
+        mass, _, n_iter = _iterate(st, mass, logr, r, damping(opts.tau, st.lam), tol,
+                                   n_iter + share, n_iter + 1, opts, probe)
+    if st.lam != opts.lam:
+        mass = _rescale(st, opts.lam)
+        n_iter += 1
+    mass, err, n_iter = _iterate(st, mass, logr, r, opts.phi, tol, max_iter, n_iter, opts, probe)
+    return _finish(st, r, err, n_iter, opts, return_plan, problem.batched, mass)
+
+
+def _rescale(st: _State, lam: float) -> torch.Tensor:
+    """Move ``st`` to ``lam``: the potentials scale with it (``lam * log_p + g``); one pass."""
+    pot = (st.g + st.logv) * (lam / st.lam)
+    st.lam = st.ops.lam = lam
+    st.g, st.logv = pot - pot.mean(-1, keepdim=True), torch.zeros_like(pot)
+    st.ops.build(st.g.to(st.device))
+    return st.measure()
+
+
+def _iterate(st: _State, mass: torch.Tensor, logr: torch.Tensor, r: torch.Tensor, phi: float,
+             tol: float, max_iter: int, n_iter: int, opts: SolverOptions, probe: float
+             ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Sinkhorn passes (Anderson-accelerated) at ``st.lam`` until every head is within ``tol``
+    or ``n_iter`` reaches ``max_iter``; returns the last column masses, errors and ``n_iter``."""
+    H, K = st.g.shape
     err = column_error(mass, logr, r, st.g + st.logv, phi)
     best = err.clone()
     # centred potentials have K - 1 degrees of freedom: a longer memory makes the secant system
@@ -197,7 +229,7 @@ def solve(ops, problem: Problem, opts: SolverOptions, *, device: Any,
         acc.record(err, best, tol, accelerated)
         best = torch.minimum(best, err)
 
-    return _finish(st, r, err, n_iter, opts, return_plan, problem.batched, mass)
+    return mass, err, n_iter
 
 
 def _finish(st: _State, r, err, n_iter: int, opts: SolverOptions, return_plan: bool,

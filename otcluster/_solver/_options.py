@@ -55,6 +55,7 @@ class SolverOptions:
     dtype: Any = torch.float32
     process_group: Any = None
     tau: float | None = None
+    scaling_stages: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the validated values in place
@@ -69,6 +70,10 @@ class SolverOptions:
         if int(anderson) != anderson or anderson < 0:
             raise ValueError(f"anderson must be a non-negative integer, got {anderson}")
         set_(self, "anderson", int(anderson))
+        stages = self.scaling_stages
+        if isinstance(stages, bool) or not isinstance(stages, (int, np.integer)) or stages < 0:
+            raise ValueError(f"scaling_stages must be a non-negative integer, got {stages!r}")
+        set_(self, "scaling_stages", int(stages))
         try:
             dtype = DTYPES[self.dtype]
         except (KeyError, TypeError):

@@ -79,6 +79,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sinkhorn_tol": (_pos_float, "a positive number"),
     "sinkhorn_max_iter": (_pos_int, "a positive integer"),
     "sinkhorn_tau": (_opt(_nonneg_float), "a non-negative number or None"),
+    "sinkhorn_scaling_stages": (_nonneg_int, "a non-negative integer"),
     "sinkhorn_dtype": (lambda v: v in ("auto", "float32", "float64"),
                        "'auto', 'float32' or 'float64'"),
     "dense_max_bytes": (_opt(_pos_int), "a positive integer or None"),
@@ -180,6 +181,9 @@ class TrainerConfig:
         5000-pass solve (cluster sizes 177-186 vs 178-182 for a prior of 180).
     sinkhorn_tau : float or None, default None
         Semi-relaxed cluster marginals: the labeler's ``tau`` (see :func:`otcluster.sinkhorn`).
+    sinkhorn_scaling_stages : int, default 0
+        λ-scaling of every clustering's solve: the labeler's ``scaling_stages`` (see
+        :func:`otcluster.sinkhorn`). Fewer passes once the network is confident.
     sinkhorn_dtype : {"auto", "float32", "float64"}, default "auto"
         The labeler's ``dtype``: precision of the solver's kernel. ``"auto"``: float32, and a
         solve that fails (relative column error above 0.05 or not finite) is redone in float64,
@@ -231,6 +235,7 @@ class TrainerConfig:
     sinkhorn_max_iter: int = 1000
     sinkhorn_dtype: str = "auto"
     sinkhorn_tau: float | None = None
+    sinkhorn_scaling_stages: int = 0
     dense_max_bytes: int | None = 4 * 2**30
     align_max_samples: int | None = 100_000
     block_rows: int = 8192

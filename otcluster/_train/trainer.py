@@ -159,6 +159,7 @@ class SelfLabelTrainer:
         # the warm start and the float32 -> float64 retry ladder (``sinkhorn_dtype="auto"``)
         solver: dict[str, Any] = dict(lam=cfg.lam, n_heads=H, tol=cfg.sinkhorn_tol,
                                       max_iter=cfg.sinkhorn_max_iter, dtype=cfg.sinkhorn_dtype,
+                                      scaling_stages=cfg.sinkhorn_scaling_stages,
                                       process_group=process_group)
         self.labeler_ = SinkhornLabeler(
             K, prior=cfg.prior, sigma=cfg.prior_sigma, zipf_exponent=cfg.zipf_exponent,
