@@ -91,7 +91,9 @@ def sinkhorn(
         stage's potentials (scaled with λ). The same problem and solution (a prior to be sorted
         is sorted at ``lam``, as without stages); far fewer passes where the plan is nearly a
         hard assignment (a confident network at ``lam=20``: ``docs/benchmarks/scaling.md``).
-        ``max_iter`` caps the passes of all stages together; ``n_iter`` counts them all.
+        ``max_iter`` caps the passes of all stages together (each stage before the last gets
+        at most its share of the passes left); ``n_iter`` counts them all. On an easy problem
+        (a few passes at ``lam``) the stages cost passes.
 
     Returns
     -------
