@@ -1,6 +1,7 @@
 """λ-scaling of the solver (``scaling_stages``): the same problem and solution as a solve at
 ``lam`` alone, in fewer passes where the plan is nearly a hard assignment; POT as an independent
-reference; the budget, the feature path, the labeler, the trainer and the recipe key."""
+reference; the budget, the feature path, the labeler (the trainer and the recipe key:
+tests/otcluster_video/test_config.py)."""
 
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def test_bad_stage_counts_are_refused_by_name(bad):
         TrainerConfig(sinkhorn_scaling_stages=bad).validate()
 
 
-def test_labeler_and_trainer_pass_the_stages_on():
+def test_labeler_passes_the_stages_on():
     x = torch.stack([confident(96, 6, s) for s in range(3)])
     plain = SinkhornLabeler(6, prior="gaussian", n_heads=3, tol=1e-2, max_iter=20_000,
                             random_state=0).fit(x)
@@ -150,12 +151,3 @@ def test_labeler_and_trainer_pass_the_stages_on():
                              random_state=0, scaling_stages=2).fit(x)
     assert staged.n_iter_ * 2 < plain.n_iter_
     assert (staged.labels_ == plain.labels_).double().mean() >= 0.95
-
-    from otcluster_video._build import trainer_config
-    from otcluster_video._preset import load_preset
-
-    cfg = trainer_config(load_preset("cpu", {"clustering.sinkhorn_scaling_stages": 3}))
-    assert cfg.sinkhorn_scaling_stages == 3
-    assert trainer_config(load_preset("cpu")).sinkhorn_scaling_stages == 0
-    with pytest.raises(ValueError, match="clustering.sinkhorn_scaling_stages must be >= 0"):
-        load_preset("cpu", {"clustering.sinkhorn_scaling_stages": -1})

@@ -211,11 +211,13 @@ def test_zipf_exponent_tau_and_stopping_rule_reach_the_trainer_and_its_labeler()
 
     cfg = load_preset("cpu", {"training.prior": "zipf", "training.zipf_exponent": 2.0,
                               "clustering.sinkhorn_tau": 1.5, "clustering.sinkhorn_tol": 5e-3,
-                              "clustering.sinkhorn_max_iter": 10000})
+                              "clustering.sinkhorn_max_iter": 10000,
+                              "clustering.sinkhorn_scaling_stages": 3})
     t = trainer_config(cfg)
     assert (t.zipf_exponent, t.sinkhorn_tau) == (2.0, 1.5)
-    assert (t.sinkhorn_tol, t.sinkhorn_max_iter) == (5e-3, 10000)
+    assert (t.sinkhorn_tol, t.sinkhorn_max_iter, t.sinkhorn_scaling_stages) == (5e-3, 10000, 3)
     default = trainer_config(load_preset("cpu"))
+    assert default.sinkhorn_scaling_stages == 0
     assert (default.sinkhorn_tol, default.sinkhorn_max_iter) == (1e-2, 1000)  # the trainer's
     assert default.sinkhorn_tau is None  # left out: exact sizes
     assert trainer_config(load_preset("cpu", {"training.prior": "zipf"})).prior == "zipf"
@@ -233,11 +235,13 @@ def test_zipf_exponent_tau_and_stopping_rule_reach_the_trainer_and_its_labeler()
                                                       hidden_dim=None), head_groups=1)
     lab = SelfLabelTrainer({"video": Enc()}, data, t).labeler_
     assert (lab.zipf_exponent, lab.tau) == (2.0, 1.5)
-    assert (lab.tol, lab.max_iter) == (5e-3, 10000)
+    assert (lab.tol, lab.max_iter, lab.scaling_stages) == (5e-3, 10000, 3)
     with pytest.raises(ValueError, match="clustering.sinkhorn_tau"):
         load_preset("cpu", {"clustering.sinkhorn_tau": 0.0})
     with pytest.raises(ValueError, match="clustering.sinkhorn_max_iter must be >= 1"):
         load_preset("cpu", {"clustering.sinkhorn_max_iter": 0})
+    with pytest.raises(ValueError, match="clustering.sinkhorn_scaling_stages must be >= 0"):
+        load_preset("cpu", {"clustering.sinkhorn_scaling_stages": -1})
     for bad in (2.5, True):  # the field's type: an integer
         with pytest.raises(ValueError, match="clustering.sinkhorn_max_iter must be int"):
             load_preset("cpu", {"clustering.sinkhorn_max_iter": bad})
