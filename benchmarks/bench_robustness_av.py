@@ -95,13 +95,13 @@ class Cells:
     """Finished (world, seed, method) results, one JSON file per world (``WORK/<world>/cells.json``,
     rewritten atomically after every cell), so that processes running other worlds do not clash."""
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
+    def __init__(self, work: Path, filename: str = "cells.json") -> None:
+        self.work, self.filename = work, filename
         self.data: dict[str, dict] = {}
 
     def _world(self, world: str) -> dict:
         if world not in self.data:
-            path = self.work / world / "cells.json"
+            path = self.work / world / self.filename
             self.data[world] = json.loads(path.read_text()) if path.is_file() else {}
         return self.data[world]
 
@@ -111,7 +111,7 @@ class Cells:
     def put(self, world: str, seed: int, method: str, value: dict) -> None:
         data = self._world(world)
         data[f"{seed}|{method}"] = value
-        path = self.work / world / "cells.json"
+        path = self.work / world / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -426,6 +426,12 @@ def plot(res: dict, png: Path) -> None:
     plt.close(fig)
 
 
+def work_tag(videos_per_class: int, epochs: int | None, sets: list[str]) -> str:
+    """The workdir's subfolder of one scale and set of overrides (``vpc16-epreset``)."""
+    return f"vpc{videos_per_class}-e{epochs or 'preset'}" + "".join(
+        "-" + "".join(c if c.isalnum() or c in "._" else "_" for c in o) for o in sets)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -464,9 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
         # runs: MKL must read its branch before its first call
         os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    tag = f"vpc{a.videos_per_class}-e{a.epochs or 'preset'}" + "".join(
-        "-" + "".join(c if c.isalnum() or c in "._" else "_" for c in o) for o in a.sets)
-    work = a.workdir / tag
+    work = a.workdir / work_tag(a.videos_per_class, a.epochs, a.sets)
     work.mkdir(parents=True, exist_ok=True)
     cells = Cells(work)
     seeds = a.seeds + (a.tuning_seeds if a.run_tuning else [])

@@ -6,6 +6,7 @@ scikit-learn and faiss are optional (``OTKMeans``, ``kmeans_baseline``) and impo
 """
 
 from . import metrics
+from ._agreement import head_agreement, select_head, view_agreement
 from ._align import (
     AlignResult,
     align,
@@ -23,10 +24,8 @@ from ._metrics import (
     ClusterReport,
     ari_score,
     cluster_report,
-    head_agreement,
     hungarian_accuracy,
     nmi_score,
-    select_head,
 )
 from ._schedule import clustering_steps
 from ._solver import (
@@ -88,4 +87,5 @@ __all__ = [
     "sinkhorn_codes",
     "sinkhorn_features",
     "sort_prior",
+    "view_agreement",
 ]

@@ -1,4 +1,5 @@
-"""Clustering metrics of the paper's appendix A.4, and unsupervised head selection.
+"""Clustering metrics of the paper's appendix A.4 (unsupervised head selection and the agreement
+of views, which need no ground truth, are in :mod:`._agreement`).
 
 NMI and ARI are computed here from the contingency table (numpy + scipy only, so the core
 package does not need scikit-learn); the test suite checks them against scikit-learn.
@@ -22,8 +23,6 @@ __all__ = [
     "nmi_score",
     "ari_score",
     "hungarian_accuracy",
-    "head_agreement",
-    "select_head",
 ]
 
 
@@ -341,68 +340,3 @@ def cluster_report(y_true: LabelsLike, y_pred: LabelsLike) -> ClusterReport:
         mean_size=float(n / np_),
         size_entropy=_entropy_of_counts(sizes),
     )
-
-
-# --- unsupervised head selection ---------------------------------------------------------------
-
-def head_agreement(labels: LabelsLike) -> np.ndarray:
-    """Mean NMI of each head's clustering to the other heads' (no ground truth used).
-
-    Parameters
-    ----------
-    labels : array-like of shape (n_heads, n_samples)
-        Integer cluster labels of each head on the same samples (numpy or torch).
-
-    Returns
-    -------
-    ndarray of shape (n_heads,), float64
-        ``agreement[h] = mean_{g != h} NMI(labels[h], labels[g])``. With a single head there are
-        no others and the entry is NaN.
-
-    Raises
-    ------
-    ValueError
-        If ``labels`` is not 2-D, empty, or not integer.
-
-    Examples
-    --------
-    >>> head_agreement([[0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]]).round(3).tolist()
-    [0.5, 0.5, 0.0]
-    """
-    arr = _as_label_array(labels, "labels", ndim=2)
-    H = arr.shape[0]
-    if H == 1:
-        return np.full(1, np.nan)
-    codes = [_codes(row) for row in arr]
-    pair = np.eye(H)
-    for h in range(H):
-        for g in range(h + 1, H):
-            pair[h, g] = pair[g, h] = _nmi_codes(*codes[h], *codes[g])
-    return (pair.sum(1) - 1.0) / (H - 1)
-
-
-def select_head(labels: LabelsLike) -> int:
-    """Index of the most consensual head: the largest :func:`head_agreement` (no ground truth).
-
-    The public SeLaVi code picks the head with the best NMI to the ground truth, which leaks
-    labels into the evaluation; this picks the head that agrees most with the other heads.
-    Ties go to the lowest index; a single head gives 0.
-
-    Parameters
-    ----------
-    labels : array-like of shape (n_heads, n_samples)
-        Integer cluster labels of each head on the same samples.
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> select_head([[0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 0, 0]])
-    1
-    """
-    agreement = head_agreement(labels)
-    if agreement.shape[0] == 1:
-        return 0
-    return int(np.argmax(agreement))

@@ -1,7 +1,7 @@
 """``otcluster-video``: label unlabelled videos with SeLaVi from the command line.
 
-Commands: ``synth``, ``prepare``, ``train``, ``label``, ``evaluate``, ``explore``, ``degrade``,
-``retrieval``. Configuration comes from a preset TOML (``--preset cpu|paper|FILE.toml``) plus a
+Commands: ``synth``, ``prepare``, ``train``, ``select``, ``label``, ``evaluate``, ``explore``,
+``degrade``, ``retrieval``. Configuration comes from a preset TOML (``--preset cpu|paper|FILE.toml``) plus a
 few overrides (``--epochs``, ``--set key=value``).
 
 This module only parses and dispatches: each command lives in :mod:`otcluster_video.commands`
@@ -37,6 +37,7 @@ COMMANDS = {
     "synth": ("synth", "cli"),
     "prepare": ("prepare", "cli"),
     "train": ("train", "cli"),
+    "select": ("select", "cli"),
     "label": ("label", "cli"),
     "evaluate": ("evaluate", "cli"),
     "explore": ("explore", "cli"),
@@ -200,6 +201,15 @@ def _add_train(sub: Any) -> None:
     _common(p)
 
 
+def _add_select(sub: Any) -> None:
+    p = sub.add_parser("select", help="rank runs of the same videos by their streams' agreement",
+                       description="Rank runs trained on the same videos (e.g. with different "
+                       "training.seed) by the agreement (NMI) of their video and audio heads, "
+                       "best first; no ground truth used, nothing written.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by train")
+    _common(p, batch=True)
+
+
 def _add_label(sub: Any) -> None:
     p = sub.add_parser("label", help="write one CSV row per video with its clusters",
                        description="Label the training videos, or new ones (--data), with the "
@@ -280,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"otcluster-video {_version()}")
     _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_prepare, _add_train, _add_label, _add_evaluate, _add_explore,
-                _add_degrade, _add_retrieval):
+    for add in (_add_synth, _add_prepare, _add_train, _add_select, _add_label, _add_evaluate,
+                _add_explore, _add_degrade, _add_retrieval):
         add(sub)
     return parser
 

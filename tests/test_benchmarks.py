@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +138,35 @@ def test_bench_startup_quick(tmp_path):
     for name, row in res["commands"].items():
         assert "failed" not in row, (name, row)
         assert _finite_nonneg(row["best_s"]) and row["best_s"] <= row["median_s"], name
+
+
+@pytest.mark.slow
+def test_bench_restarts_quick(tmp_path):
+    """Two training seeds of one tiny world, ranked by `select`; a second run reuses them."""
+    args = [str(BENCH / "bench_restarts.py"), "--quick", "--out", str(tmp_path / "out"),
+            "--workdir", str(tmp_path / "work")]
+    _run(args, cwd=tmp_path)
+    res = json.loads((tmp_path / "out" / "restarts.json").read_text())
+    assert (tmp_path / "out" / "restarts.png").stat().st_size > 0
+    assert "| selected - mean |" in (tmp_path / "out" / "restarts.md").read_text()
+    assert res["held_out"] == [1] and res["restarts"] == 2 and list(res["worlds"]) == ["shape"]
+    (cell,) = res["worlds"]["shape"]
+    seeds = [r["training_seed"] for r in cell["restarts"]]
+    assert seeds == [1, 1 + res["step"]]
+    agreements = [r["agreement"] for r in cell["restarts"]]
+    assert all(0.0 <= r["nmi"] <= 1.0 for r in cell["restarts"])
+    assert all(0.0 <= x <= 1.0 for x in agreements)
+    assert cell["selected"] == int(np.argmax(agreements))
+    nmis = [r["nmi"] for r in cell["restarts"]]
+    assert res["gains"]["selected - mean"] == pytest.approx(
+        [100 * (nmis[cell["selected"]] - np.mean(nmis))])
+    assert res["gains"]["best - mean"][0] >= res["gains"]["selected - mean"][0] - 1e-9
+    work = tmp_path / "work"
+    assert (next(work.rglob("seed1")) / f"run_t{seeds[1]}" / "labels.csv").is_file()
+    cache = next(work.rglob("restarts.json"))
+    before = cache.stat().st_mtime_ns
+    _run(args, cwd=tmp_path)  # every restart cached: nothing is trained or rewritten
+    assert cache.stat().st_mtime_ns == before
 
 
 @pytest.mark.slow

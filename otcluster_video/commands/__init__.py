@@ -6,6 +6,7 @@
 ``synth``       :mod:`.synth` -- synthetic labelled videos (calls :mod:`otcluster_video.synth`)
 ``prepare``     :mod:`.prepare` -- probe videos into ``RUN/manifest.csv``
 ``train``       :mod:`.train` -- :class:`otcluster.SelfLabelTrainer` on the run's videos
+``select``      :mod:`.select` -- rank runs of the same videos by the agreement of their streams
 ``label``       :mod:`.label` -- ``RUN/labels.csv`` from the trained heads
 ``evaluate``    :mod:`.evaluate` -- tables 2 and 5 of the paper; ``degrade`` (fig. 2) too
 ``retrieval``   :mod:`.retrieval` -- table 4

@@ -1,7 +1,7 @@
 """A trained run for inference: the model from its checkpoint (no optimiser, no training
 dataset), pooled features of any videos, the heads' log-probabilities and labels.
 
-Used by ``label``, ``evaluate``, ``degrade`` and ``retrieval``.
+Used by ``select``, ``label``, ``evaluate``, ``degrade`` and ``retrieval``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from otcluster.metrics import (
     hungarian_accuracy,
     nmi_score,
     select_head,
+    view_agreement,
 )
 
 labelings = st.integers(1, 60).flatmap(
@@ -237,3 +238,46 @@ def test_select_head_picks_the_consensual_head_without_ground_truth():
 def test_single_head():
     assert select_head([[0, 1, 1]]) == 0
     assert np.isnan(head_agreement([[0, 1, 1]])).all()
+
+
+# --- agreement of views (choosing among restarts) ----------------------------------------------
+
+def test_view_agreement_is_the_mean_nmi_over_pairs_of_views():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, size=(3, 150))
+    pairs = [normalized_mutual_info_score(labels[a], labels[b])
+             for a, b in itertools.combinations(range(3), 2)]
+    assert view_agreement(torch.from_numpy(labels)) == pytest.approx(np.mean(pairs), abs=1e-10)
+    two = labels[:2]
+    assert view_agreement(two) == pytest.approx(normalized_mutual_info_score(*two), abs=1e-10)
+
+
+def test_view_agreement_ranks_views_that_share_more_structure_higher():
+    rng = np.random.default_rng(6)
+    truth = rng.integers(0, 6, 500)
+
+    def view(rate):
+        return np.where(rng.random(500) < rate, rng.integers(0, 6, 500), truth)
+
+    renamed = (truth + 3) % 6
+    assert view_agreement([truth, renamed]) == pytest.approx(1.0)
+    scores = [view_agreement([view(r), view(r)]) for r in (0.1, 0.5, 0.9)]
+    assert scores[0] > scores[1] > scores[2]
+    assert scores[2] < 0.1
+
+
+def test_view_agreement_gives_collapsed_views_zero():
+    # NMI's convention scores two one-cluster labelings 1; a collapsed run must not rank first
+    assert nmi_score([0, 0, 0, 0], [1, 1, 1, 1]) == 1.0
+    assert view_agreement([[0, 0, 0, 0], [1, 1, 1, 1]]) == 0.0
+    assert view_agreement([[0, 1, 0, 1], [3, 3, 3, 3]]) == 0.0
+    assert view_agreement([[0, 1, 0, 1], [1, 0, 1, 0], [2, 2, 2, 2]]) == pytest.approx(1 / 3)
+
+
+def test_view_agreement_rejects_fewer_than_two_views_and_bad_input():
+    with pytest.raises(ValueError, match="at least two views"):
+        view_agreement([[0, 1, 1]])
+    with pytest.raises(ValueError, match="shape"):
+        view_agreement([0, 1, 1])
+    with pytest.raises(ValueError, match="integer"):
+        view_agreement(np.zeros((2, 3)))

@@ -11,7 +11,7 @@ import pytest
 
 from otcluster_video import cli
 
-COMMANDS = ["synth", "prepare", "train", "label", "evaluate", "explore", "degrade", "retrieval"]
+COMMANDS = ["synth", "prepare", "train", "select", "label", "evaluate", "explore", "degrade", "retrieval"]
 
 
 def _run(argv, capsys):

@@ -1,8 +1,9 @@
 """The whole recipe through the command line on a tiny synthetic dataset, with the real trainer.
 
 synth (with broken files) -> prepare (broken ones counted) -> train in a subprocess, killed
-after its first checkpoint and resumed -> label (training and new videos) -> evaluate ->
-explore -> degrade -> retrieval. Tiny encoders and clips keep it to a minute or two on 2 cores.
+after its first checkpoint and resumed -> select (against a second seed) -> label (training and
+new videos) -> evaluate -> explore -> degrade -> retrieval. Tiny encoders and clips keep it to a
+minute or two on 2 cores.
 """
 
 from __future__ import annotations
@@ -218,6 +219,58 @@ def test_label_escapes_spreadsheet_formulas_in_folder_names(run, workspace):
     with open(out, newline="") as f:
         given = sorted(r["given_label"] for r in csv.DictReader(f))
     assert given == ["'=cmd", "'@SUM(1+1)"]
+
+
+def test_select_ranks_runs_of_the_same_videos_by_the_agreement_of_their_streams(run, workspace, capsys):
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from otcluster_video.commands import _inference
+    from otcluster_video.commands.select import select_runs
+
+    other = workspace / "run_seed1"
+    argv = ["train", "--data", str(run / "manifest.csv"), "--out", str(other), "--preset",
+            str(workspace / "tiny.toml"), "--epochs", "3", "--set", "training.seed=1", "--device", "cpu",
+            "--quiet"]
+    assert cli.main(argv) == 0
+    ranked = select_runs([run, other], progress=False)
+    assert {r.run for r in ranked} == {run, other}
+    assert ranked[0].agreement >= ranked[1].agreement
+    for r in ranked:  # the same number, computed independently
+        loaded = _inference.load_run(r.run, "cpu")
+        feats = _inference.extract(loaded, _inference.eval_dataset(loaded.videos, loaded.config))
+        lp = _inference.heads_log_probs(loaded, feats.z)
+        video, audio = (lp[m][loaded.primary].argmax(-1).numpy() for m in ("video", "audio"))
+        collapsed = min(len(set(video.tolist())), len(set(audio.tolist()))) == 1
+        expected = 0.0 if collapsed else normalized_mutual_info_score(video, audio)
+        assert r.agreement == pytest.approx(expected, abs=1e-9)
+        assert (r.head, r.n_videos) == (loaded.primary, N_VIDEOS)
+    assert {r.seed for r in ranked} == {0, 1}
+
+    capsys.readouterr()
+    assert cli.main(["select", str(other), str(run), "--device", "cpu", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["agreement", "head", "seed", "videos", "run"]
+    assert lines[1].endswith(f"{ranked[0].run}  <- selected")
+    assert lines[2].endswith(str(ranked[1].run))
+    # errors name the problem
+    assert cli.main(["select", str(run), str(run / "."), "--device", "cpu", "--quiet"]) == 2
+    assert "is given twice" in capsys.readouterr().err
+    moved = workspace / "run_moved_videos"
+    shutil.copytree(run, moved)
+    copies = workspace / "video_copies"
+    copies.mkdir()
+    rows = list(csv.DictReader((moved / "manifest.csv").open(newline="")))
+    for i, row in enumerate(rows):
+        target = copies / f"{i}.mp4"
+        shutil.copy(row["path"], target)
+        row["path"] = str(target)
+    with (moved / "manifest.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert cli.main(["select", str(run), str(moved), "--device", "cpu", "--quiet"]) == 2
+    assert "was trained on other videos" in capsys.readouterr().err
+    assert cli.main(["select", str(workspace / "videos"), "--device", "cpu", "--quiet"]) == 2
 
 
 def test_a_replaced_manifest_is_refused(run, workspace, capsys):
