@@ -26,9 +26,11 @@ from .commands.explore import explore
 from .commands.label import label
 from .commands.prepare import prepare
 from .commands.retrieval import retrieval
+from .commands.select import RunAgreement, select_runs
 from .commands.train import train
 
 __all__ = [
+    "RunAgreement",
     "RunPaths",
     "build_encoders",
     "config_to_toml",
@@ -40,6 +42,7 @@ __all__ = [
     "load_run_config",
     "prepare",
     "retrieval",
+    "select_runs",
     "train",
     "trainer_config",
 ]
