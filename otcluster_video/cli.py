@@ -1,8 +1,8 @@
 """``otcluster-video``: label unlabelled videos with SeLaVi from the command line.
 
 Commands: ``synth``, ``prepare``, ``train``, ``select``, ``label``, ``evaluate``, ``explore``,
-``degrade``, ``retrieval``. Configuration comes from a preset TOML (``--preset cpu|paper|FILE.toml``) plus a
-few overrides (``--epochs``, ``--set key=value``).
+``degrade``, ``retrieval``. Configuration comes from a preset TOML (``--preset
+cpu|paper|FILE.toml``) plus a few overrides (``--epochs``, ``--set key=value``).
 
 This module only parses and dispatches: each command lives in :mod:`otcluster_video.commands`
 and is imported when it runs (``otcluster-video --help`` never imports torch). ``train`` runs on
