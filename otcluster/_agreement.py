@@ -47,11 +47,7 @@ def head_agreement(labels: LabelsLike) -> np.ndarray:
     H = arr.shape[0]
     if H == 1:
         return np.full(1, np.nan)
-    codes = [_codes(row) for row in arr]
-    pair = np.eye(H)
-    for h in range(H):
-        for g in range(h + 1, H):
-            pair[h, g] = pair[g, h] = _nmi_codes(*codes[h], *codes[g])
+    pair = _pairwise_nmi(arr, collapsed=None)
     return (pair.sum(1) - 1.0) / (H - 1)
 
 
@@ -123,7 +119,19 @@ def view_agreement(labels: LabelsLike) -> float:
     if arr.shape[0] < 2:
         raise ValueError(f"view_agreement needs at least two views, got labels of shape "
                          f"{arr.shape}")
+    pair = _pairwise_nmi(arr, collapsed=0.0)
+    return float(pair[np.triu_indices(arr.shape[0], 1)].mean())
+
+
+def _pairwise_nmi(arr: np.ndarray, collapsed: float | None) -> np.ndarray:
+    """Symmetric (R, R) NMI between the rows of ``arr`` (ones on the diagonal); a pair with a
+    one-cluster row gets ``collapsed`` instead (None: NMI's own convention)."""
     codes = [_codes(row) for row in arr]
-    pairs = [0.0 if a[1] == 1 or b[1] == 1 else _nmi_codes(*a, *b)
-             for i, a in enumerate(codes) for b in codes[i + 1:]]
-    return float(np.mean(pairs))
+    R = len(codes)
+    pair = np.eye(R)
+    for h in range(R):
+        for g in range(h + 1, R):
+            one = codes[h][1] == 1 or codes[g][1] == 1
+            nmi = collapsed if one and collapsed is not None else _nmi_codes(*codes[h], *codes[g])
+            pair[h, g] = pair[g, h] = nmi
+    return pair

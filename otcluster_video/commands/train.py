@@ -285,10 +285,8 @@ def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, de
     if rank == 0:
         write_text(paths.history, "".join(json.dumps(h) + "\n" for h in history))
         short = _unconverged_summary(history, config)
-        if short is not None:
+        if short is not None:  # a warning: train.log and stderr (--quiet keeps warnings)
             logger.warning("%s", short)
-            if progress:
-                print(f"warning: {short}", flush=True)
         if dataset.decode_failures:
             logger.warning(
                 "%d videos failed to decode during training; a neighbour's clip stood in",

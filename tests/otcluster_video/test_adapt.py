@@ -76,7 +76,7 @@ def test_adapted_configs_are_valid_and_never_ask_for_more(fps, side, rate, prese
 
 
 @pytest.mark.filterwarnings("ignore:Sinkhorn did not reach tol")
-def test_train_records_the_adapted_config(tmp_path):
+def test_train_records_the_adapted_config(tmp_path, caplog):
     """A 4 fps, 20 px, 8 kHz source: config.toml (read by label and evaluate) and train.log
     say what was adapted; a key set with overrides stays."""
     from otcluster_video import make_synthetic_dataset
@@ -97,5 +97,8 @@ def test_train_records_the_adapted_config(tmp_path):
     assert "adapted to the videos: clip.fps 8 -> 4" in log
     # and that the one clustering stopped at the pass cap short of the tolerance
     assert "1 of 1 clusterings (0) stopped at clustering.sinkhorn_max_iter = 1 passes" in log
+    # once, as a warning (the screen's handler shows warnings even with progress off)
+    short = [r for r in caplog.records if "clusterings (0) stopped at" in r.getMessage()]
+    assert [r.levelname for r in short] == ["WARNING"]
     # resuming with the same preset and overrides is not refused as a configuration change
     train(None, tmp_path / "run", preset="cpu", overrides=tiny, progress=False)

@@ -259,7 +259,8 @@ def test_select_ranks_runs_of_the_same_videos_by_the_agreement_of_their_streams(
     shutil.copytree(run, moved)
     copies = workspace / "video_copies"
     copies.mkdir()
-    rows = list(csv.DictReader((moved / "manifest.csv").open(newline="")))
+    with (moved / "manifest.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
     for i, row in enumerate(rows):
         target = copies / f"{i}.mp4"
         shutil.copy(row["path"], target)
