@@ -37,6 +37,7 @@ from ._solver import (
     sort_prior,
 )
 from ._train import SelfLabelModel, SelfLabelTrainer, TrainerConfig
+from ._views import confidence_weights
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,7 @@ __all__ = [
     "average_views",
     "cluster_report",
     "clustering_steps",
+    "confidence_weights",
     "decorrelated_head_groups",
     "head_agreement",
     "hungarian_accuracy",

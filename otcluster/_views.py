@@ -11,7 +11,7 @@ import torch
 
 from ._validation import as_tensor
 
-__all__ = ["average_views", "view_weights"]
+__all__ = ["average_views", "confidence_weights", "view_weights"]
 
 
 def _view_items(views: Any) -> list[tuple[str, Any]]:
@@ -39,10 +39,11 @@ def average_views(views: Any, *, normalize: bool = True, weights: Any = None) ->
     normalize : bool, default True
         Apply ``log_softmax`` over clusters to each view first, so logits and log-probabilities
         are both accepted (it leaves log-probabilities unchanged).
-    weights : sequence of float or dict, optional
+    weights : sequence of float, dict or "confidence", optional
         Weight of each view (non-negative, positive sum; normalised to sum to 1): a weighted
         mean instead of the plain one. A dict is keyed like ``views`` when that is a dict.
-        Views of weight 0 are left out.
+        Views of weight 0 are left out. ``"confidence"``: each view (per head) weighs by the
+        confidence of its predictions over these samples (:func:`confidence_weights`).
 
     Returns
     -------
@@ -55,7 +56,13 @@ def average_views(views: Any, *, normalize: bool = True, weights: Any = None) ->
     >>> a, b = torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[0.9, 0.1]]))
     >>> average_views([a, b], weights=[1, 3]).exp().round(decimals=3)
     tensor([[0.7770, 0.1500]])
+    >>> average_views([a, b], weights="confidence").argmax(-1)  # the uniform view weighs 0
+    tensor([0])
     """
+    if isinstance(weights, str):
+        if weights != "confidence":
+            raise ValueError(f"weights must be numbers or 'confidence', got {weights!r}")
+        return _confidence_average(views, normalize)
     items = _view_items(views)
     # not detached: averaging stays differentiable (the labeler calls it under no_grad)
     tensors = [(name, as_tensor(v, name, detach=False)) for name, v in items]
@@ -87,6 +94,69 @@ def average_views(views: Any, *, normalize: bool = True, weights: Any = None) ->
             out.add_(t.to(out.device, out.dtype))
     assert out is not None
     return out.div_(len(tensors)) if len(tensors) > 1 and w is None else out
+
+
+def _log_probs(views: Any, normalize: bool) -> list[torch.Tensor]:
+    """The views as float tensors of one shape, ``log_softmax``-ed when ``normalize``."""
+    tensors = [(name, as_tensor(v, name)) for name, v in _view_items(views)]
+    shape0 = tuple(tensors[0][1].shape)
+    for name, t in tensors:
+        if t.ndim not in (2, 3) or tuple(t.shape) != shape0:
+            raise ValueError(f"views must all have the shape (N, K) or (H, N, K) of the first, "
+                             f"{shape0}; {name} is {tuple(t.shape)}")
+        if bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
+            raise ValueError(f"{name} contains NaN or +inf (log-probabilities may be -inf only)")
+    out = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for _, t in tensors]
+    return [torch.log_softmax(t, -1) for t in out] if normalize else out
+
+
+def confidence_weights(views: Any, *, normalize: bool = True) -> torch.Tensor:
+    """Weight of each view by how confident its predictions are over these samples.
+
+    A view's confidence is ``1 - mean_n H(p_n) / log K``: 0 for predictions that are uniform
+    on average, 1 for one-hot ones (``H`` the entropy of sample ``n``'s distribution over the
+    ``K`` clusters). The weights are the confidences normalised to sum to 1, per head; equal
+    when every view is uniform. In eq. 6 they let a view whose heads have not learnt to
+    separate the samples count less than one that has, without ground truth.
+
+    Parameters
+    ----------
+    views : list or dict of array-like of shape (N, K) or (H, N, K)
+        Log-probabilities (or logits, with ``normalize=True``) of the same samples.
+    normalize : bool, default True
+        ``log_softmax`` over clusters first.
+
+    Returns
+    -------
+    Tensor of shape (V,) or (H, V)
+        Weights of the V views (per head), each row summing to 1.
+
+    Examples
+    --------
+    >>> sure = torch.log(torch.tensor([[0.98, 0.01, 0.01], [0.01, 0.98, 0.01]]))
+    >>> unsure = torch.log(torch.tensor([[0.4, 0.3, 0.3], [0.3, 0.3, 0.4]]))
+    >>> confidence_weights([sure, unsure]).round(decimals=2)
+    tensor([0.9900, 0.0100])
+    """
+    log_p = _log_probs(views, normalize)
+    k = log_p[0].shape[-1]
+    if k < 2:
+        raise ValueError(f"confidence needs at least 2 clusters, got K = {k}")
+    conf = torch.stack([1 - (-(t.exp() * t).sum(-1)).mean(-1) / math.log(k) for t in log_p], -1)
+    conf = conf.double().clamp_min(0.0)
+    total = conf.sum(-1, keepdim=True)
+    equal = torch.full_like(conf, 1.0 / conf.shape[-1])
+    return torch.where(total > 0, conf / total.clamp_min(1e-300), equal).to(log_p[0].dtype)
+
+
+def _confidence_average(views: Any, normalize: bool) -> torch.Tensor:
+    log_p = _log_probs(views, normalize)
+    w = confidence_weights(log_p, normalize=False)
+    out = torch.zeros_like(log_p[0])
+    for i, t in enumerate(log_p):
+        wi = w[..., i].to(t.dtype)
+        out = out + (wi if wi.ndim == 0 else wi.view(-1, 1, 1)) * t
+    return out
 
 
 def view_weights(weights: Any, names: Sequence[str]) -> list[float]:

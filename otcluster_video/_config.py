@@ -186,7 +186,10 @@ class VisualConfig:
 
     ``scale_jitter = (lo, hi)`` draws the training short side from ``[lo, hi]`` (the public code
     uses (128, 160)); ``(0, 0)`` resizes to ``resize``. ``grayscale`` and ``channel_shuffle``
-    are probabilities of the colour augmentations (off in the paper).
+    are probabilities of the colour augmentations (off in the paper). ``normalize = "clip"``
+    standardises each clip per colour channel (its own mean and standard deviation over frames
+    and pixels, training and inference) instead of the fixed ``mean`` and ``std``: a clip's
+    colours, brightness and contrast then say nothing of its class (off in the paper).
     """
 
     resize: int = 128
@@ -197,6 +200,7 @@ class VisualConfig:
     channel_shuffle: float = 0.0
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    normalize: str = "none"
 
     _SECTION: ClassVar[str] = "visual"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -205,6 +209,7 @@ class VisualConfig:
         "grayscale": _PROBABILITY,
         "channel_shuffle": _PROBABILITY,
         "std": (lambda v: min(v) > 0, "positive"),
+        "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
     _CROSS: ClassVar[list] = [
         (lambda c: c.resize >= c.crop, "visual.resize must be >= visual.crop"),
@@ -356,7 +361,10 @@ class ClusteringConfig:
     ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
-    and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``."""
+    and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``.
+    ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
+    training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
+    videos labelled: :func:`otcluster.confidence_weights`)."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
@@ -367,6 +375,7 @@ class ClusteringConfig:
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
+    label_weights: str = "training"
 
     _SECTION: ClassVar[str] = "clustering"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -379,6 +388,7 @@ class ClusteringConfig:
         "sinkhorn_scaling_stages": _at_least(0),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
             lambda v: v in ("equal", "information") or (
                 isinstance(v, tuple) and len(v) == 2

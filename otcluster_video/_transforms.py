@@ -7,7 +7,24 @@ from torchvision.transforms import v2
 
 from ._config import VisualConfig
 
-__all__ = ["VideoTransform"]
+__all__ = ["ClipStandardize", "VideoTransform"]
+
+
+class ClipStandardize(torch.nn.Module):
+    """Standardise a ``(T, 3, H, W)`` float clip per channel with its own statistics.
+
+    Each channel gets mean 0 and standard deviation 1 over all frames and pixels of the clip
+    (the standard deviation is floored at ``eps``, so a uniform clip becomes zeros, not NaN).
+    """
+
+    def __init__(self, eps: float = 1e-2) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        mean = clip.mean(dim=(0, 2, 3), keepdim=True)
+        std = clip.std(dim=(0, 2, 3), keepdim=True, correction=0).clamp_min(self.eps)
+        return (clip - mean) / std
 
 
 class VideoTransform:
@@ -16,6 +33,8 @@ class VideoTransform:
     Training: resize the short side to ``resize`` (or to a random size in ``scale_jitter``),
     random ``crop`` x ``crop`` crop, horizontal flip, optional random grayscale and channel
     shuffle, ``/ 255``, normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
+    Normalising uses the fixed ``mean`` and ``std``, or with ``normalize = "clip"`` each clip's
+    own per-channel statistics (:class:`ClipStandardize`).
     The same random parameters apply to every frame of a clip.
 
     Parameters
@@ -46,10 +65,9 @@ class VideoTransform:
                 steps.append(v2.RandomApply([v2.RandomChannelPermutation()], cfg.channel_shuffle))
         else:
             steps += [v2.Resize(cfg.resize), v2.CenterCrop(cfg.crop)]
-        steps += [
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(cfg.mean), list(cfg.std)),
-        ]
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        steps.append(ClipStandardize() if cfg.normalize == "clip"
+                     else v2.Normalize(list(cfg.mean), list(cfg.std)))
         self.pipeline = v2.Compose(steps)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:

@@ -87,9 +87,10 @@ def modality_labels(log_probs: Mapping[str, Any], weights: Any = None) -> dict[s
     ----------
     log_probs : mapping of str to tensor of shape (n_heads, n_samples, n_clusters)
         Log-probabilities of each modality's heads, e.g. ``{"video": ..., "audio": ...}``.
-    weights : sequence of float, optional
+    weights : sequence of float or "confidence", optional
         Weights of the modalities in ``"both"`` (in ``log_probs``' order; default equal), e.g.
-        a trained model's ``weights_of(log_probs)``.
+        a trained model's ``weights_of(log_probs)``, or ``"confidence"``
+        (:func:`otcluster.confidence_weights`, per head).
 
     Returns
     -------

@@ -26,7 +26,8 @@ from .._probe import VideoInfo, load_manifest
 from .._run import RunPaths
 from ..dataset import AVDataset
 
-__all__ = ["LoadedRun", "Features", "extract", "heads_log_probs", "load_run", "predict"]
+__all__ = ["LoadedRun", "Features", "extract", "heads_log_probs", "load_run", "predict",
+           "stream_weights"]
 
 _CHUNK = 4096  # rows of features per head evaluation
 
@@ -164,11 +165,19 @@ def heads_log_probs(loaded: LoadedRun, features: Mapping[str, torch.Tensor]) -> 
     return out
 
 
+def stream_weights(loaded: LoadedRun, log_probs: Mapping[str, torch.Tensor]) -> Any:
+    """The weights of the streams in eq. 6 when labelling (``clustering.label_weights``):
+    ``"confidence"``, or the model's training weights (None when equal)."""
+    if loaded.config.clustering.label_weights == "confidence" and len(log_probs) > 1:
+        return "confidence"
+    return loaded.model.weights_of(log_probs)
+
+
 def predict(log_probs: Mapping[str, torch.Tensor], weights: Any = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels ``(H, N)`` and confidences: argmax and probability under ``softmax`` of the mean
-    of the modalities' log-probabilities (eq. 6, weighted by ``weights``, e.g. the model's
-    ``weights_of(log_probs)``; no optimal transport, any videos)."""
+    of the modalities' log-probabilities (eq. 6, weighted by ``weights``: see
+    :func:`stream_weights`; no optimal transport, any videos)."""
     mean = average_views(list(log_probs.values()), normalize=False,
                          weights=weights).log_softmax(-1)
     conf, labels = mean.max(-1)

@@ -166,7 +166,7 @@ def evaluate(
     bs = loaded.batch_size(batch_size)
     feats = _inference.extract(loaded, dataset, batch_size=bs, progress=progress)
     log_probs = _inference.heads_log_probs(loaded, feats.z)
-    labs = modality_labels(log_probs, loaded.model.weights_of(log_probs))
+    labs = modality_labels(log_probs, _inference.stream_weights(loaded, log_probs))
     if on_training_data and loaded.train_labels is not None:
         labs["self"] = loaded.train_labels.cpu()
     primary = loaded.primary
@@ -272,7 +272,7 @@ def degrade(
         transform = {"video": partial(degrade_frames, factor=int(f))}
         feats = _inference.extract(loaded, dataset, batch_size=batch_size, transform=transform)
         log_probs = _inference.heads_log_probs(loaded, feats.z)
-        labs = modality_labels(log_probs, loaded.model.weights_of(log_probs))
+        labs = modality_labels(log_probs, _inference.stream_weights(loaded, log_probs))
         keep = _scored(y, feats.failed)
         k = int(len(np.unique(y[keep])))
         km = kmeans_baseline(_l2(feats.z["video"]), k, seed=config.training.seed).labels.numpy()

@@ -27,8 +27,10 @@ def label(
     """Label videos with a trained run: one CSV row per video.
 
     Videos need not have been seen in training: every video is labelled by the trained heads
-    (argmax of the mean of the video and audio log-probabilities), not by the transport
-    problem. Only the model is loaded (no optimiser, no training data).
+    (argmax of the mean of the video and audio log-probabilities, weighted as
+    ``clustering.label_weights`` says: as in training, or by each stream's confidence over the
+    videos labelled together), not by the transport problem. Only the model is loaded (no
+    optimiser, no training data).
 
     Parameters
     ----------
@@ -68,7 +70,7 @@ def label(
     dataset = _inference.eval_dataset(videos, config)
     feats = _inference.extract(loaded, dataset, batch_size=batch_size, progress=progress)
     log_probs = _inference.heads_log_probs(loaded, feats.z)
-    labels, confidence = _inference.predict(log_probs, loaded.model.weights_of(log_probs))
+    labels, confidence = _inference.predict(log_probs, _inference.stream_weights(loaded, log_probs))
     primary = loaded.primary
     H = labels.shape[0]
     buffer = io.StringIO()

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from selflabel_data import Blobs, encoders, single_threaded
 
-from otcluster import HeadConfig, MultiHead, SelfLabelModel, SelfLabelTrainer, TrainerConfig, average_views
+from otcluster import (
+    HeadConfig,
+    MultiHead,
+    SelfLabelModel,
+    SelfLabelTrainer,
+    TrainerConfig,
+    average_views,
+    confidence_weights,
+)
 from otcluster._train.weighting import information_weights, label_entropy
 
 
@@ -62,6 +70,58 @@ def test_bad_weights_are_named(weights, match):
         else [torch.zeros(2, 3), torch.zeros(2, 3)]
     with pytest.raises(ValueError, match=match):
         average_views(views, weights=weights)
+
+
+# -- confidence weights ---------------------------------------------------------------------------
+
+def _confidence(log_p):
+    """Independent reference: 1 - mean entropy / log K, by numpy-style loops."""
+    k = log_p.shape[-1]
+    ents = [-sum(math.exp(v) * v for v in row) for row in log_p.reshape(-1, k).tolist()]
+    return max(1 - sum(ents) / len(ents) / math.log(k), 0.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 4), st.integers(1, 9), st.integers(2, 6), st.floats(0.1, 10),
+       st.integers(0, 2**16))
+def test_confidence_weights_are_normalised_confidences(n_views, n, k, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    views = [(scale * i * torch.randn(n, k, generator=g, dtype=torch.float64)).log_softmax(-1)
+             for i in range(n_views)]
+    w = confidence_weights(views, normalize=False)
+    assert w.shape == (n_views,) and torch.all(w >= 0)
+    assert abs(float(w.sum()) - 1) < 1e-9
+    ref = [_confidence(v) for v in views]
+    if sum(ref) > 0:
+        torch.testing.assert_close(w, torch.tensor(ref, dtype=torch.float64) / sum(ref))
+    assert float(w[0]) < 1e-9 or sum(ref) == 0  # view 0 is uniform (scale 0): no weight
+
+
+def test_confidence_weights_per_head_and_the_confidence_average():
+    g = torch.Generator().manual_seed(0)
+    sharp = (8 * torch.randn(2, 20, 4, generator=g)).log_softmax(-1)
+    flat = (0.1 * torch.randn(2, 20, 4, generator=g)).log_softmax(-1)
+    flat[1] = (8 * torch.randn(20, 4, generator=g)).log_softmax(-1)  # head 1: both sharp
+    w = confidence_weights({"video": flat, "audio": sharp})
+    assert w.shape == (2, 2) and float(w[0, 1]) > 0.9 and abs(float(w[1, 0]) - 0.5) < 0.2
+    got = average_views({"video": flat, "audio": sharp}, weights="confidence", normalize=False)
+    for h in range(2):
+        torch.testing.assert_close(got[h], w[h, 0] * flat[h] + w[h, 1] * sharp[h])
+    # every view uniform: equal weights, the plain mean
+    zeros = [torch.zeros(5, 3), torch.zeros(5, 3)]
+    torch.testing.assert_close(confidence_weights(zeros), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(average_views(zeros, weights="confidence"), average_views(zeros))
+
+
+def test_confidence_weights_name_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        confidence_weights([torch.zeros(4, 3), torch.zeros(5, 3)])
+    with pytest.raises(ValueError, match="at least 2 clusters"):
+        confidence_weights([torch.zeros(4, 1), torch.zeros(4, 1)])
+    with pytest.raises(ValueError, match="NaN|finite"):
+        confidence_weights([torch.full((4, 3), math.nan), torch.zeros(4, 3)])
+    with pytest.raises(ValueError, match="'confidence'"):
+        average_views([torch.zeros(4, 3)] * 2, weights="entropy")
 
 
 # -- the information weights --------------------------------------------------------------------

@@ -191,6 +191,40 @@ def test_label_training_videos(run, capsys):
         assert Path(row["path"]).is_file()
 
 
+def test_label_weighs_the_streams_as_the_configuration_says(run, workspace):
+    """cpu preset: each stream (per head) by its heads' confidence; "training": the plain mean.
+    Checked against an independent computation from the heads' log-probabilities."""
+    import math
+
+    from otcluster_video.commands import _inference
+
+    loaded = _inference.load_run(run, "cpu")
+    assert loaded.config.clustering.label_weights == "confidence"
+    feats = _inference.extract(loaded, _inference.eval_dataset(loaded.videos, loaded.config))
+    lp = _inference.heads_log_probs(loaded, feats.z)
+    h = loaded.primary
+
+    def confidence(m):
+        p = lp[m][h].double()
+        return max(1 - float(-(p.exp() * p).sum(-1).mean()) / math.log(N_CLASSES), 0.0)
+
+    cv, ca = confidence("video"), confidence("audio")
+    weighted = (cv * lp["video"][h].double() + ca * lp["audio"][h].double()).argmax(-1)
+    plain = (lp["video"][h] + lp["audio"][h]).argmax(-1)
+    for copy, expected in (("run_confidence", weighted), ("run_training_weights", plain)):
+        other = workspace / copy
+        shutil.copytree(run, other)
+        if copy == "run_training_weights":
+            cfg = other / "config.toml"
+            text = cfg.read_text()
+            assert 'label_weights = "confidence"' in text
+            cfg.write_text(text.replace('label_weights = "confidence"', 'label_weights = "training"'))
+        assert cli.main(["label", "--run", str(other), "--device", "cpu", "--quiet"]) == 0
+        with open(other / "labels.csv", newline="") as f:
+            got = [int(r["label"]) for r in csv.DictReader(f)]
+        assert got == expected.tolist(), copy
+
+
 def test_label_new_videos(run, workspace):
     new = workspace / "new_videos"
     make_synthetic_dataset(new, n_videos=3, n_classes=N_CLASSES, seconds=1.5, size=32, seed=7, broken=1)

@@ -68,3 +68,45 @@ def test_colour_augmentations_act_on_clips():
 def test_rejects_wrong_input():
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         VideoTransform(CFG, train=False)(torch.zeros(3, 4, 32, 32, dtype=torch.uint8))
+
+
+def _object_clip(fg, bg, seed=0):
+    """Four frames of a 10 x 10 px square at a random place: colour ``fg`` on ``bg``."""
+    g = torch.Generator().manual_seed(seed)
+    clip = torch.empty(4, 36, 36, 3, dtype=torch.uint8)
+    clip[:] = torch.tensor(bg, dtype=torch.uint8)
+    for t in range(4):
+        y, x = torch.randint(0, 26, (2,), generator=g).tolist()
+        clip[t, y:y + 10, x:x + 10] = torch.tensor(fg, dtype=torch.uint8)
+    return clip
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_clip_normalisation_standardises_each_channel(train):
+    cfg = dataclasses.replace(CFG, normalize="clip")
+    out = VideoTransform(cfg, train)(_clip())
+    assert out.shape == (3, 4, 32, 32)
+    flat = out.reshape(3, -1)
+    assert torch.allclose(flat.mean(1), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(flat.std(1, correction=0), torch.ones(3), atol=1e-4)
+    # a uniform clip has no contrast to standardise: zeros, not NaN
+    grey = VideoTransform(cfg, train)(torch.full((2, 40, 40, 3), 90, dtype=torch.uint8))
+    assert torch.equal(grey, torch.zeros_like(grey))
+
+
+def test_clip_normalisation_removes_colour_brightness_and_contrast():
+    # the same object and motion in two colour schemes: identical after per-clip standardisation,
+    # different under the fixed mean / std
+    tf_clip = VideoTransform(dataclasses.replace(CFG, normalize="clip"), train=False)
+    tf_fixed = VideoTransform(CFG, train=False)
+    a, b = _object_clip((250, 210, 230), (10, 60, 30)), _object_clip((200, 255, 170), (70, 0, 40))
+    assert torch.allclose(tf_clip(a), tf_clip(b), atol=1e-4)
+    assert not torch.allclose(tf_fixed(a), tf_fixed(b), atol=0.1)
+    # ... while the object's place still shows
+    assert not torch.allclose(tf_clip(a), tf_clip(_object_clip((250, 210, 230), (10, 60, 30), 1)),
+                              atol=0.1)
+
+
+def test_clip_normalisation_is_checked():
+    with pytest.raises(ValueError, match="normalize"):
+        VisualConfig(normalize="frame")
