@@ -142,7 +142,9 @@ def confidence_weights(views: Any, *, normalize: bool = True) -> torch.Tensor:
     k = log_p[0].shape[-1]
     if k < 2:
         raise ValueError(f"confidence needs at least 2 clusters, got K = {k}")
-    conf = torch.stack([1 - (-(t.exp() * t).sum(-1)).mean(-1) / math.log(k) for t in log_p], -1)
+    # entr(p) = -p log p, 0 at p = 0 (a log-probability of -inf)
+    conf = torch.stack([1 - torch.special.entr(t.exp()).sum(-1).mean(-1) / math.log(k)
+                        for t in log_p], -1)
     conf = conf.double().clamp_min(0.0)
     total = conf.sum(-1, keepdim=True)
     equal = torch.full_like(conf, 1.0 / conf.shape[-1])
@@ -155,7 +157,8 @@ def _confidence_average(views: Any, normalize: bool) -> torch.Tensor:
     out = torch.zeros_like(log_p[0])
     for i, t in enumerate(log_p):
         wi = w[..., i].to(t.dtype)
-        out = out + (wi if wi.ndim == 0 else wi.view(-1, 1, 1)) * t
+        wi = wi if wi.ndim == 0 else wi.view(-1, 1, 1)
+        out = out + torch.where(wi > 0, wi * t, torch.zeros_like(t))  # a view of weight 0 is left out
     return out
 
 

@@ -113,6 +113,17 @@ def test_confidence_weights_per_head_and_the_confidence_average():
     torch.testing.assert_close(average_views(zeros, weights="confidence"), average_views(zeros))
 
 
+def test_confidence_weights_accept_zero_probabilities():
+    # log 0 = -inf is a valid log-probability: it contributes nothing to the entropy
+    sure = torch.tensor([[0.0, -math.inf, -math.inf], [-math.inf, 0.0, -math.inf]])
+    flat = torch.full((2, 3), -math.log(3))
+    w = confidence_weights([sure, flat], normalize=False)
+    torch.testing.assert_close(w, torch.tensor([1.0, 0.0]))
+    mean = average_views([sure, flat], normalize=False, weights="confidence")
+    assert not torch.isnan(mean).any()
+    torch.testing.assert_close(mean, sure)
+
+
 def test_confidence_weights_name_bad_input():
     with pytest.raises(ValueError, match="shape"):
         confidence_weights([torch.zeros(4, 3), torch.zeros(5, 3)])

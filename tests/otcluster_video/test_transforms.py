@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from otcluster_video import VideoTransform, VisualConfig
+from otcluster_video import ClipStandardize, VideoTransform, VisualConfig
 
 CFG = VisualConfig(resize=36, scale_jitter=(34, 44), crop=32, hflip=0.5)
 
@@ -110,3 +110,14 @@ def test_clip_normalisation_removes_colour_brightness_and_contrast():
 def test_clip_normalisation_is_checked():
     with pytest.raises(ValueError, match="normalize"):
         VisualConfig(normalize="frame")
+
+
+def test_clip_standardize_floors_the_standard_deviation():
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(4, 3, 8, 8, generator=g)
+    out = ClipStandardize()(clip)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    # a clip with almost no contrast (std 1e-4 < eps) is scaled by 1 / eps, not blown up to 1
+    faint = 0.5 + 1e-4 * torch.randn(4, 3, 8, 8, generator=g)
+    out = ClipStandardize(eps=1e-2)(faint)
+    assert float(out.abs().max()) < 0.1
