@@ -97,13 +97,14 @@ def average_views(views: Any, *, normalize: bool = True, weights: Any = None) ->
 
 
 def _log_probs(views: Any, normalize: bool) -> list[torch.Tensor]:
-    """The views as float tensors of one shape, ``log_softmax``-ed when ``normalize``."""
-    tensors = [(name, as_tensor(v, name)) for name, v in _view_items(views)]
+    """The views as float tensors of one shape, ``log_softmax``-ed when ``normalize`` (not
+    detached, like :func:`average_views`)."""
+    tensors = [(name, as_tensor(v, name, detach=False)) for name, v in _view_items(views)]
     shape0 = tuple(tensors[0][1].shape)
     for name, t in tensors:
-        if t.ndim not in (2, 3) or tuple(t.shape) != shape0:
-            raise ValueError(f"views must all have the shape (N, K) or (H, N, K) of the first, "
-                             f"{shape0}; {name} is {tuple(t.shape)}")
+        if tuple(t.shape) != shape0:
+            raise ValueError(f"views must all have the shape of the first, {shape0}; {name} is "
+                             f"{tuple(t.shape)}")
         if bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
             raise ValueError(f"{name} contains NaN or +inf (log-probabilities may be -inf only)")
     out = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for _, t in tensors]
@@ -138,7 +139,11 @@ def confidence_weights(views: Any, *, normalize: bool = True) -> torch.Tensor:
     >>> confidence_weights([sure, unsure]).round(decimals=2)
     tensor([0.9900, 0.0100])
     """
-    log_p = _log_probs(views, normalize)
+    return _confidences(_log_probs(views, normalize))
+
+
+def _confidences(log_p: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`confidence_weights` of views already checked and normalised."""
     k = log_p[0].shape[-1]
     if k < 2:
         raise ValueError(f"confidence needs at least 2 clusters, got K = {k}")
@@ -153,7 +158,7 @@ def confidence_weights(views: Any, *, normalize: bool = True) -> torch.Tensor:
 
 def _confidence_average(views: Any, normalize: bool) -> torch.Tensor:
     log_p = _log_probs(views, normalize)
-    w = confidence_weights(log_p, normalize=False)
+    w = _confidences(log_p)
     out = torch.zeros_like(log_p[0])
     for i, t in enumerate(log_p):
         wi = w[..., i].to(t.dtype)

@@ -124,6 +124,15 @@ def test_confidence_weights_accept_zero_probabilities():
     torch.testing.assert_close(mean, sure)
 
 
+def test_confidence_average_stays_differentiable_like_the_plain_one():
+    a = torch.randn(2, 6, 4, requires_grad=True)
+    b = torch.randn(2, 6, 4)
+    out = average_views([a, b], weights="confidence")
+    assert out.requires_grad
+    out.sum().backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
 def test_confidence_weights_name_bad_input():
     with pytest.raises(ValueError, match="shape"):
         confidence_weights([torch.zeros(4, 3), torch.zeros(5, 3)])
