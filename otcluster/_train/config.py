@@ -143,7 +143,7 @@ class TrainerConfig:
         Least share of a modality with ``"information"`` (before normalising). On the video
         recipe's tuning worlds, without a floor the slower-learning video stream dropped to
         weight 0 in the first epochs of every world, and the worlds where it carries the class
-        lost; 0.2 kept them (``docs/benchmarks/robustness_av.md``).
+        lost; 0.2 kept them (``docs/benchmarks/robustness_av_information.md``).
     modality_weights_warmup : float in [0, 1), default 0
         With ``"information"``: fraction of the clusterings, the first ones, that keep equal
         weights, so that a modality that learns more slowly is not judged before its encoder

@@ -34,13 +34,32 @@ def test_verdict_compares_head_0_of_both_streams_with_each_rival():
     assert bad.endswith("On this run, both streams together do NOT beat the video heads.")
     bad = verdict({"ground_truth": True, "rows": _rows(0.8, 0.7, 0.7, 0.81)})
     assert bad.endswith("do NOT beat k-means on random-init features.")
-    # k-means on the trained features (best stream: audio here) is a rival too; a tie is no win
+    # k-means on the trained features (best stream: audio here) is a rival too; a tie with a
+    # stream's heads is no win
     bad = verdict({"ground_truth": True, "rows": _rows(0.8, 0.8, 0.7, 0.5, trained=0.85)})
     assert bad.endswith("do NOT beat the video heads or k-means on the trained features.")
     bad = verdict({"ground_truth": True, "rows": _rows(0.5, 0.8, 0.7, 0.6, trained=0.85)})
     assert bad.endswith("do NOT beat the video heads, the audio heads, k-means on random-init "
                         "features or k-means on the trained features.")
     assert verdict({"ground_truth": False, "rows": []}).startswith("no ground truth")
+
+
+def test_verdict_holds_on_a_tie_with_kmeans_and_says_so():
+    # issue 10's target is self-labels >= k-means: a tie holds, and the verdict names it
+    tie = verdict({"ground_truth": True, "rows": _rows(1.0, 0.9, 0.85, 0.6, trained=1.0)}, seed=3)
+    assert tie.endswith("On this run (seed 3), both streams together beat each stream alone and "
+                        "k-means on random-init features, and equal k-means on the trained "
+                        "features (100.0 each).")
+    assert "NOT" not in tie
+    tie = verdict({"ground_truth": True, "rows": _rows(0.9, 0.8, 0.7, 0.9, trained=0.9)})
+    assert tie.endswith("beat each stream alone, and equal k-means on random-init features and "
+                        "k-means on the trained features (90.0 each).")
+    # compared as printed: 0.90004 and 0.9 are both 90.0
+    tie = verdict({"ground_truth": True, "rows": _rows(0.9, 0.8, 0.7, 0.5, trained=0.90004)})
+    assert tie.endswith("and equal k-means on the trained features (90.0 each).")
+    # one decimal below k-means is a defeat
+    bad = verdict({"ground_truth": True, "rows": _rows(0.9, 0.8, 0.7, 0.5, trained=0.901)})
+    assert bad.endswith("do NOT beat k-means on the trained features.")
 
 
 def test_headline_picks_head_0_and_the_best_kmeans_stream():
