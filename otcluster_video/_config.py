@@ -362,9 +362,6 @@ class ClusteringConfig:
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
     and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``.
-    ``stream_warmup``: fraction of the clusterings, the first ones, in which the video and the
-    audio are each labelled from their own heads and trained on those labels (SeLa per stream),
-    before the heads are aligned and the shared labels take over (0 = off, the paper).
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -378,7 +375,6 @@ class ClusteringConfig:
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
-    stream_warmup: float = 0.0
     label_weights: str = "training"
 
     _SECTION: ClassVar[str] = "clustering"
@@ -392,7 +388,6 @@ class ClusteringConfig:
         "sinkhorn_scaling_stages": _at_least(0),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "stream_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
             lambda v: v in ("equal", "information") or (

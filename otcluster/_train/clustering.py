@@ -31,13 +31,11 @@ def use_memory_bounded(config: TrainerConfig, n_samples: int, world_size: int) -
     return config.dense_max_bytes is not None and dense > config.dense_max_bytes
 
 
-def mean_log_probs_fn(model: SelfLabelModel, heads: Any, modalities: Any = None) -> Callable:
-    """Batch function of a clustering pass: ``{"log_p": (H', B, K)}``, eq. 6 per batch (over
-    ``modalities``, default all)."""
-    mods = list(model.modalities if modalities is None else modalities)
+def mean_log_probs_fn(model: SelfLabelModel, heads: Any) -> Callable:
+    """Batch function of a clustering pass: ``{"log_p": (H', B, K)}``, eq. 6 per batch."""
 
     def fn(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feats = {m: model.encode(inputs[m], m) for m in mods}
+        feats = {m: model.encode(inputs[m], m) for m in model.modalities}
         return {"log_p": model.mean_log_probs(feats, heads)}
 
     return fn
@@ -63,20 +61,16 @@ class Clusterer:
         self.labeler, self.config, self.n_samples = labeler, config, n_samples
 
     def __call__(self, positions: torch.Tensor, groups: list[torch.Tensor],
-                 memory_bounded: bool, modalities: Any = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-        """``(labels (H, n_local), sample indices (n_local,), n_iter, converged)``, from the
-        heads of ``modalities`` (default all)."""
+                 memory_bounded: bool) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+        """``(labels (H, n_local), sample indices (n_local,), n_iter, converged)``."""
         solve = self.memory_bounded if memory_bounded else self.dense
-        mods = list(self.model.modalities if modalities is None else modalities)
-        return solve(positions, groups, mods)
+        return solve(positions, groups)
 
-    def _pass(self, g: int, groups: list, positions: torch.Tensor, fn: Callable,
-              mods: list[str]):
-        return self.passes.eval_pass(self.model, self.dataset, positions, mods, fn,
-                                     self.n_samples, f"clustering pass {g + 1}/{len(groups)}")
+    def _pass(self, g: int, groups: list, positions: torch.Tensor, fn: Callable):
+        return self.passes.eval_pass(self.model, self.dataset, positions, self.model.modalities,
+                                     fn, self.n_samples, f"clustering pass {g + 1}/{len(groups)}")
 
-    def dense(self, positions: torch.Tensor, groups: list[torch.Tensor], mods: list[str]):
+    def dense(self, positions: torch.Tensor, groups: list[torch.Tensor]):
         """Mean log-probabilities of all heads (eq. 6, averaged per batch): one (H, n, K)
         float32 tensor, which the labeler uses without a copy."""
         H, K = self.config.heads.n_heads, self.config.heads.n_clusters
@@ -85,20 +79,20 @@ class Clusterer:
         index = None
         for g, heads in enumerate(groups):
             idx, out = self._pass(g, groups, positions,
-                                  mean_log_probs_fn(self.model, heads.tolist(), mods), mods)
+                                  mean_log_probs_fn(self.model, heads.tolist()))
             index = same_index(index, idx)
             log_p[heads.to(device)] = out["log_p"]
         lab = self.labeler.fit(log_p, heads=list(range(H)))
         return lab.labels_.reshape(H, -1), index, lab.n_iter_, _converged(lab)
 
-    def memory_bounded(self, positions: torch.Tensor, groups: list[torch.Tensor],
-                       mods: list[str]):
+    def memory_bounded(self, positions: torch.Tensor, groups: list[torch.Tensor]):
         """Eq. 6 without N x K: the mean over modalities (weights c_m, 1/M by default) of
         log_softmax(W_m z_m + b_m) equals log_softmax(concat_m(z_m) @ concat_m(c_m W_m)^T +
         sum_m c_m b_m) up to a per-row constant,
         which leaves the transport solution unchanged; so each head is one linear map of the
         concatenated penultimate features and :meth:`SinkhornLabeler.fit_features` applies."""
         cfg, model = self.config, self.model
+        mods = model.modalities
         labels = torch.empty((cfg.heads.n_heads, positions.numel()), dtype=torch.int64)
         index, n_iter, converged = None, 0, True
         linear = all(model.head(m).is_linear for m in mods)
@@ -107,12 +101,12 @@ class Clusterer:
             return {m: model.encode(inputs[m], m).float() for m in mods}
 
         for g, heads in enumerate(groups):
-            idx, feats = self._pass(g, groups, positions, features, mods)
+            idx, feats = self._pass(g, groups, positions, features)
             index = same_index(index, idx)
             hs = heads.tolist()
             # batches of heads sharing features: all of the group for linear heads
             for hb in [hs] if linear else [[h] for h in hs]:
-                z, w, b = self._linear_problem(feats, hb, linear, mods)
+                z, w, b = self._linear_problem(feats, hb, linear, len(mods))
                 lab = self.labeler.fit_features(z, w, b, heads=hb, block_rows=cfg.block_rows)
                 labels[hb] = lab.labels_.reshape(len(hb), -1).cpu()
                 n_iter = max(n_iter, lab.n_iter_)
@@ -120,10 +114,9 @@ class Clusterer:
         return labels, index, n_iter, converged
 
     def _linear_problem(self, feats: dict[str, torch.Tensor], hb: list[int], linear: bool,
-                        mods: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features (n, sum D'), weights (h, K, sum D') / M and mean biases (h, K) of heads ``hb``
-        over ``mods``."""
-        M = len(mods)
+                        M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features (n, sum D'), weights (h, K, sum D') / M and mean biases (h, K) of heads ``hb``."""
+        mods = self.model.modalities
         was = self.model.training
         self.model.eval()
         try:

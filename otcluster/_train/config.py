@@ -64,7 +64,6 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
                          f"numbers with a positive sum"),
     "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
-    "stream_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -149,14 +148,6 @@ class TrainerConfig:
         With ``"information"``: fraction of the clusterings, the first ones, that keep equal
         weights, so that a modality that learns more slowly is not judged before its encoder
         has learnt anything.
-    stream_warmup : float in [0, 1), default 0
-        Fraction of the clusterings, the first ones, in which every modality is clustered from
-        its own heads alone and trained on those labels (SeLa per modality, its own labeler);
-        at the first clustering after it, every other modality's heads are aligned to the
-        first modality's (eq. 7, by ``align``'s method; "exact" when ``align`` is None) and
-        the shared eq. 6 labels take over. Meant for
-        data where one modality learns the classes more slowly and would drag the shared
-        labels while its encoder is still near random. Ignored with one modality.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -228,7 +219,6 @@ class TrainerConfig:
     modality_weights: str | dict = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
-    stream_warmup: float = 0.0
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

@@ -43,9 +43,6 @@ def trainer_state(trainer: SelfLabelTrainer) -> dict:
         "labels": t.labels_,
         "labeler": t.labeler_.state_dict(),
         "warmup_labeler": t.warmup_labeler_.state_dict(),
-        "stream_labels": t.stream_labels_,
-        "stream_labelers": {m: [lab.state_dict() for lab in pair]
-                            for m, pair in t._stream_labelers.items()},
         "prior": t.prior_,
         "epoch": t.epoch_,
         "step": t.step_,
@@ -92,11 +89,6 @@ def restore_trainer(trainer: SelfLabelTrainer, state: dict) -> None:
     t.labeler_.load_state_dict(state["labeler"])
     if "warmup_labeler" in state:  # older checkpoints: no warm-up
         t.warmup_labeler_.load_state_dict(state["warmup_labeler"])
-    t.stream_labels_ = state.get("stream_labels")  # older checkpoints: no stream warm-up
-    for m, pair in state.get("stream_labelers", {}).items():
-        if m in t._stream_labelers:
-            for lab, sd in zip(t._stream_labelers[m], pair):
-                lab.load_state_dict(sd)
     t.epoch_ = int(state["epoch"])
     t.step_ = int(state["step"])
     t._schedule_pos = int(state["schedule_pos"])

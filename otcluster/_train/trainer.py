@@ -13,7 +13,6 @@ The parts live beside this module: ``config`` (TrainerConfig), ``model`` (SelfLa
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -77,20 +76,13 @@ class SelfLabelTrainer:
     model : SelfLabelModel
         Encoders and heads (``model.encoders``, ``model.heads``: ModuleDicts by modality).
     labels_ : LongTensor of shape (H, N) or None
-        Labels of the last clustering, by sample index (None before the first); during the
-        stream warm-up, the first modality's own.
-    stream_labels_ : LongTensor of shape (M, H, N) or None
-        During the stream warm-up (``TrainerConfig.stream_warmup``), each modality's own labels
-        (the targets of its heads); None otherwise.
-    stream_clusterings_ : int
-        ``round(stream_warmup * len(schedule_))`` with two or more modalities, else 0.
+        Labels of the last clustering, by sample index (None before the first).
     history_ : list of dict
         What :meth:`fit` returns: dicts with ``"event"`` = ``"align"``, ``"clustering"`` (step,
         epoch, ``size_entropy`` (nats, mean over heads), ``changed`` (fraction of labels that
         changed, mean over heads), ``n_iter``, ``converged``, ``prior_warmup``, ``seconds``,
-        and ``nmi``/``ari``/``acc`` of head 0 plus ``nmi_mean`` when ``ground_truth`` is given;
-        with a stream warm-up, ``stream_warmup`` and, in it, ``stream_nmi`` by modality) or
-        ``"epoch"`` (``loss``, ``lr``).
+        and ``nmi``/``ari``/``acc`` of head 0 plus ``nmi_mean`` when ``ground_truth`` is given)
+        or ``"epoch"`` (``loss``, ``lr``).
     labeler_ : SinkhornLabeler
         Holds the per-head prior, the warm start and the solver's retry ladder.
     warmup_labeler_ : SinkhornLabeler
@@ -177,14 +169,6 @@ class SelfLabelTrainer:
                                                **solver)
         self.warmup_clusterings_ = 0 if cfg.prior == "uniform" else \
             int(round(cfg.prior_warmup * len(self.schedule_)))
-        # the stream warm-up: every modality clustered from its own heads, by its own labelers
-        # (prior and warm start), copies of the two above made before any solve
-        self.stream_clusterings_ = 0 if len(self.modalities) < 2 else \
-            int(round(cfg.stream_warmup * len(self.schedule_)))
-        self._stream_labelers = {m: (copy.deepcopy(self.labeler_),
-                                     copy.deepcopy(self.warmup_labeler_))
-                                 for m in self.modalities} if self.stream_clusterings_ else {}
-        self.stream_labels_: torch.Tensor | None = None
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
         if isinstance(cfg.modality_weights, Mapping):
             try:
@@ -211,9 +195,7 @@ class SelfLabelTrainer:
     @property
     def n_solver_retries_(self) -> int:
         """Solves the labeler redid (float64, then without Anderson), over all clusterings."""
-        labelers = [self.labeler_, self.warmup_labeler_,
-                    *(lab for pair in self._stream_labelers.values() for lab in pair)]
-        return sum(getattr(lab, "n_retries_", 0) for lab in labelers)
+        return sum(getattr(lab, "n_retries_", 0) for lab in (self.labeler_, self.warmup_labeler_))
 
     def _record(self, rec: dict) -> None:
         """Append ``rec`` to ``history_`` and hand it to ``fit``'s ``on_record``."""
@@ -251,53 +233,27 @@ class SelfLabelTrainer:
         memory_bounded = use_memory_bounded(cfg, N, self.world_size)
         retries = self.n_solver_retries_
         warmup = self._n_clusterings < self.warmup_clusterings_
-        streams = self._n_clusterings < self.stream_clusterings_
-        if not streams and self.stream_labels_ is not None:
-            self._end_stream_warmup()
+        self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
         weights = self._update_modality_weights()
-        per_stream = []
-        for mods in [[m] for m in self.modalities] if streams else [None]:
-            pick = self._stream_labelers[mods[0]] if mods else (self.labeler_,
-                                                                self.warmup_labeler_)
-            self.clusterer.labeler = pick[1] if warmup else pick[0]
-            local_labels, local_index, n_iter, converged = self.clusterer(
-                positions, groups, memory_bounded, mods)
-            per_stream.append((gather_labels(local_labels, local_index, N, self.process_group),
-                               n_iter, converged))
-        labels = per_stream[0][0]  # the first modality's during the stream warm-up
-        self.stream_labels_ = torch.stack([p[0] for p in per_stream]) if streams else None
+        local_labels, local_index, n_iter, converged = self.clusterer(positions, groups,
+                                                                      memory_bounded)
+        labels = gather_labels(local_labels, local_index, N, self.process_group)
         prev = self.labels_
         self.labels_ = labels
         self._n_clusterings += 1
         rec: dict[str, Any] = {
             "event": "clustering", "clustering": self._n_clusterings - 1, "step": self.step_,
             "epoch": self.epoch_, **size_stats(labels, prev, K),
-            "n_iter": max(int(p[1]) for p in per_stream),
-            "converged": all(bool(p[2]) for p in per_stream), "memory_bounded": memory_bounded,
+            "n_iter": int(n_iter), "converged": bool(converged), "memory_bounded": memory_bounded,
             "solver_retries": self.n_solver_retries_ - retries, "prior_warmup": warmup,
             "seconds": time.perf_counter() - t0,
         }
-        if self.stream_clusterings_:
-            rec["stream_warmup"] = streams
         if weights is not None:
             rec["modality_weights"] = weights
         if self.ground_truth is not None:
             rec.update(score(self.ground_truth, labels))
-            if streams:  # head 0's NMI of each modality's own labels
-                rec["stream_nmi"] = {m: score(self.ground_truth, p[0])["nmi"]
-                                     for m, p in zip(self.modalities, per_stream)}
         self._record(rec)
         return rec
-
-    def _end_stream_warmup(self) -> None:
-        """Align every other modality's heads to the first's (eq. 7) before the first shared
-        clustering: the streams' own clusterings numbered their clusters independently."""
-        cfg = self.config
-        for rec in align_heads(self.model, self.passes, self.dataset, method=cfg.align or "exact",
-                               seed=cfg.seed, max_samples=cfg.align_max_samples, rank=self.rank,
-                               world_size=self.world_size, process_group=self.process_group):
-            self._record({**rec, "after_stream_warmup": True})
-        self.stream_labels_ = None
 
     def _update_modality_weights(self) -> dict[str, float] | None:
         """The eq. 6 weights of this clustering (:func:`update_modality_weights`)."""
@@ -322,17 +278,12 @@ class SelfLabelTrainer:
                              f"got {int(idx.min())}..{int(idx.max())}")
         H = self.config.heads.n_heads
         assert self.labels_ is not None  # the schedule clusters at step 0
-        if self.stream_labels_ is None:
-            shared = self.passes.to_device(self.labels_[:, idx]).reshape(-1)
-            targets = {m: shared for m in self.modalities}
-        else:  # the stream warm-up: each modality its own labels
-            targets = {m: self.passes.to_device(lab[:, idx]).reshape(-1)
-                       for m, lab in zip(self.modalities, self.stream_labels_)}
+        target = self.passes.to_device(self.labels_[:, idx]).reshape(-1)
         inputs = {m: self.passes.to_device(batch[m]) for m in self.modalities}
         with torch.autocast(self.device.type, enabled=self._amp):
             out = self._train_module(inputs)
             losses = [nn.functional.cross_entropy(out[m].float().reshape(H * idx.numel(), -1),
-                                                  targets[m]) for m in self.modalities]
+                                                  target) for m in self.modalities]
             loss = torch.stack(losses).sum() / len(self.modalities)
         if self.config.modality_weights == "information":
             self._fit.add(losses)

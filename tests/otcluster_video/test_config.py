@@ -276,21 +276,6 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
                           ).modality_weights_warmup == 0.3
 
 
-def test_stream_warmup_reaches_the_trainer(tmp_path):
-    from otcluster_video._build import trainer_config
-    from otcluster_video._preset import config_to_toml
-
-    assert load_preset("cpu").clustering.stream_warmup == 0.0  # off unless asked
-    cfg = load_preset("cpu", {"clustering.stream_warmup": 0.5})
-    assert trainer_config(cfg).stream_warmup == 0.5
-    path = tmp_path / "c.toml"
-    path.write_text(config_to_toml(cfg))
-    assert load_preset(path) == cfg
-    for bad in (1.0, -0.1, "half"):
-        with pytest.raises(ValueError, match="clustering.stream_warmup"):
-            load_preset("cpu", {"clustering.stream_warmup": bad})
-
-
 def test_optional_tau_round_trips_through_the_run_config(tmp_path):
     from otcluster_video._preset import config_to_toml
 
