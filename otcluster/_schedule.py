@@ -1,4 +1,4 @@
-"""When to re-cluster, and the learning-rate warm-up (pure functions of the step).
+"""When to re-cluster, and the learning-rate schedules (pure functions of the step).
 
 The paper's code clusters at the training steps ``epochs * n_batches * (linspace(0, 1, n) ** p)``
 (read in decreasing order and popped from the end), so the first clustering is at step 0 and the
@@ -7,9 +7,14 @@ clusterings are denser early in training (``p = 1.5`` in SeLaVi, ``p = 2`` in Se
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup"]
+__all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup", "WarmupCosine", "LR_SCHEDULES"]
+
+#: ``TrainerConfig.lr_schedule`` values
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -> list[int]:
@@ -96,3 +101,42 @@ class LinearWarmup:
 
     def __repr__(self) -> str:
         return f"LinearWarmup({self.warmup_steps})"
+
+
+class WarmupCosine:
+    """Learning-rate factor for :class:`torch.optim.lr_scheduler.LambdaLR`: linear warm-up, then
+    cosine decay to 0 at ``total_steps`` (Loshchilov & Hutter's SGDR without restarts).
+
+    ``factor(step) = (step + 1) / warmup_steps`` during the warm-up, then
+    ``(1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2``.
+
+    Parameters
+    ----------
+    warmup_steps : int
+        Steps to reach the full learning rate (0: no warm-up).
+    total_steps : int
+        The step at which the factor reaches 0 (the end of training), > ``warmup_steps``.
+
+    Examples
+    --------
+    >>> w = WarmupCosine(2, 6)
+    >>> [round(w(s), 3) for s in range(7)]
+    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        LinearWarmup(warmup_steps)  # the same check
+        if isinstance(total_steps, bool) or int(total_steps) != total_steps \
+                or total_steps <= warmup_steps:
+            raise ValueError(f"total_steps must be an integer > warmup_steps ({warmup_steps}), "
+                             f"got {total_steps!r}")
+        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        frac = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    def __repr__(self) -> str:
+        return f"WarmupCosine({self.warmup_steps}, {self.total_steps})"

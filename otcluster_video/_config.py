@@ -47,6 +47,7 @@ __all__ = [
 PRIOR_KINDS = ("uniform", "gaussian", "zipf")
 ALIGN_KINDS = ("exact", "greedy", "none")
 KERNEL_KINDS = ("fast", "portable")
+LR_SCHEDULES = ("constant", "cosine")  # the core's TrainerConfig.lr_schedule
 
 def _prior_ok(p: Any) -> bool:
     if isinstance(p, str):
@@ -278,6 +279,8 @@ class TrainingConfig:
     """Optimisation and Sinkhorn-Knopp settings, named as in :class:`otcluster.TrainerConfig`.
 
     ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK lambda.
+    ``lr_schedule``: after the warm-up, ``"constant"`` (the paper's) or ``"cosine"`` (decaying
+    to 0 at the last step).
     ``prior``: ``"uniform"``, ``"gaussian"`` (sizes ``N(1, prior_sigma)``, the paper's), ``"zipf"``
     (``p_k ∝ k ** -zipf_exponent``) or K shares (in a preset also ``"file:sizes.txt"``).
     ``align`` matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
@@ -295,6 +298,7 @@ class TrainingConfig:
     weight_decay: float = 1e-5
     momentum: float = 0.9
     warmup_epochs: int = 10
+    lr_schedule: str = "constant"
     lam: float = 20.0
     prior: str | tuple[float, ...] = "gaussian"
     prior_sigma: float = 0.1
@@ -314,6 +318,7 @@ class TrainingConfig:
         "weight_decay": _at_least(0),
         "momentum": _FRACTION,
         "warmup_epochs": _at_least(0),
+        "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
         "lam": _above(0),
         "prior": (
             _prior_ok,
@@ -361,7 +366,9 @@ class ClusteringConfig:
     ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
-    and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``.
+    and ``_warmup``; :class:`otcluster.TrainerConfig`), ``"confidence"`` (each stream by how
+    confident its heads are on the training batches, the same floor and warm-up) or fixed
+    weights ``[video, audio]``.
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -390,11 +397,11 @@ class ClusteringConfig:
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
-            lambda v: v in ("equal", "information") or (
+            lambda v: v in ("equal", "information", "confidence") or (
                 isinstance(v, tuple) and len(v) == 2
                 and all(_num(w) and w >= 0 for w in v) and sum(v) > 0),
-            "'equal', 'information' or [video, audio]: two non-negative weights with a "
-            "positive sum"),
+            "'equal', 'information', 'confidence' or [video, audio]: two non-negative weights "
+            "with a positive sum"),
     }
     _CROSS: ClassVar[list] = []
 

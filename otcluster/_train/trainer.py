@@ -32,7 +32,7 @@ from .._distributed import (
 )
 from .._heads import HeadConfig  # noqa: F401 - the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
-from .._schedule import LinearWarmup, clustering_steps, steps_per_epoch
+from .._schedule import LinearWarmup, WarmupCosine, clustering_steps, steps_per_epoch
 from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
@@ -40,7 +40,7 @@ from .config import TrainerConfig
 from .data import DataPasses, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
-from .weighting import FitTracker, update_modality_weights
+from .weighting import MEASURED, FitTracker, update_modality_weights
 
 __all__ = ["SelfLabelTrainer"]
 
@@ -150,8 +150,10 @@ class SelfLabelTrainer:
                                          weight_decay=cfg.weight_decay)
         self.steps_per_epoch = steps_per_epoch(N, self.world_size, cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, LinearWarmup(cfg.warmup_epochs * self.steps_per_epoch))
+        warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
+        factor = WarmupCosine(warmup_steps, max(self.total_steps, warmup_steps + 1)) \
+            if cfg.lr_schedule == "cosine" else LinearWarmup(warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
         self.schedule_ = clustering_steps(self.total_steps, cfg.n_clusterings, cfg.schedule_power)
 
@@ -285,8 +287,8 @@ class SelfLabelTrainer:
             losses = [nn.functional.cross_entropy(out[m].float().reshape(H * idx.numel(), -1),
                                                   target) for m in self.modalities]
             loss = torch.stack(losses).sum() / len(self.modalities)
-        if self.config.modality_weights == "information":
-            self._fit.add(losses)
+        if self.config.modality_weights in MEASURED:
+            self._fit.add(losses, [out[m] for m in self.modalities])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -286,3 +287,27 @@ def test_resume_after_sigkill_gives_the_uninterrupted_labels(tmp_path):
     a, b = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
     assert a["epochs"] == b["epochs"] == 5
     assert torch.equal(a["labels"], b["labels"])
+
+
+def test_a_cosine_schedule_resumes_exactly_and_ends_at_zero(tmp_path):
+    data = Blobs(n=150, k=4)
+
+    def cfg(d):
+        return dataclasses.replace(_config(d, epochs=4), lr_schedule="cosine")
+
+    full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
+    lrs = [r["lr"] for r in full.fit() if r["event"] == "epoch"]
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and lrs[0] > lrs[1] > lrs[2] > lrs[3]
+    crashing = CrashAfterEpoch(encoders(seed=5), data, cfg(tmp_path / "resumed"))
+    with pytest.raises(_Crash):
+        crashing.fit()
+    resumed = SelfLabelTrainer(encoders(seed=99), data, cfg(tmp_path / "resumed"))
+    resumed.fit()
+    assert torch.equal(resumed.labels_, full.labels_)
+    assert [r["lr"] for r in resumed.history_ if r["event"] == "epoch"] == lrs
+    for name, p in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0)
+    constant = SelfLabelTrainer(encoders(seed=5), data, _config(None, epochs=4))
+    assert [r["lr"] for r in constant.fit() if r["event"] == "epoch"] == pytest.approx([0.05] * 4)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        dataclasses.replace(_config(None), lr_schedule="linear").validate()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from otcluster._schedule import LinearWarmup, clustering_steps
+from otcluster._schedule import LinearWarmup, WarmupCosine, clustering_steps
 
 
 def paper_schedule(total: int, n: int, p: float) -> list[int]:
@@ -67,3 +69,35 @@ def test_linear_warmup_with_lambda_lr_and_state_dict():
     assert LinearWarmup(0)(0) == 1.0
     with pytest.raises(ValueError, match="warmup_steps"):
         LinearWarmup(-1)
+
+
+@pytest.mark.parametrize("warmup,total", [(0, 1), (0, 10), (3, 4), (5, 100)])
+def test_warmup_cosine_rises_then_falls_to_zero(warmup, total):
+    f = WarmupCosine(warmup, total)
+    vals = [f(s) for s in range(total + 1)]
+    assert vals[total] == pytest.approx(0.0, abs=1e-12)
+    assert all(0 <= v <= 1 for v in vals)
+    rise, fall = vals[:warmup], vals[warmup:]
+    assert rise == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert fall[0] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(fall, fall[1:]))  # never rises after the warm-up
+    half = warmup + (total - warmup) / 2  # the cosine's midpoint: half the rate
+    if float(half).is_integer():
+        assert f(int(half)) == pytest.approx(0.5)
+    # an independent formula for one point after the warm-up
+    s = warmup + (total - warmup) // 3
+    assert f(s) == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))))
+
+
+def test_warmup_cosine_state_dict_and_bad_arguments():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(2, 10))
+    state = sched.state_dict()
+    assert state["lr_lambdas"] == [{"warmup_steps": 2, "total_steps": 10}]
+    sched2 = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([p], lr=0.1), WarmupCosine(0, 5))
+    sched2.load_state_dict(state)
+    assert (sched2.lr_lambdas[0].warmup_steps, sched2.lr_lambdas[0].total_steps) == (2, 10)
+    for args in [(3, 3), (4, 2), (0, 0), (-1, 5), (0, 2.5)]:
+        with pytest.raises(ValueError, match="warmup_steps|total_steps"):
+            WarmupCosine(*args)

@@ -261,7 +261,9 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
                                "clustering.modality_weights_floor": 0.1})
     t = trainer_config(info)
     assert (t.modality_weights, t.modality_weights_floor) == ("information", 0.1)
-    for cfg in (fixed, info):
+    conf = load_preset("cpu", {"clustering.modality_weights": "confidence"})
+    assert trainer_config(conf).modality_weights == "confidence"
+    for cfg in (fixed, info, conf):
         path = tmp_path / "c.toml"
         path.write_text(config_to_toml(cfg))
         assert load_preset(path) == cfg
@@ -274,6 +276,21 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
         load_preset("cpu", {"clustering.modality_weights_warmup": -0.1})
     assert trainer_config(load_preset("cpu", {"clustering.modality_weights_warmup": 0.3})
                           ).modality_weights_warmup == 0.3
+
+
+def test_lr_schedule_reaches_the_trainer(tmp_path):
+    from otcluster_video._build import trainer_config
+    from otcluster_video._preset import config_to_toml
+
+    assert trainer_config(load_preset("paper")).lr_schedule == "constant"  # the paper's
+    cfg = load_preset("cpu", {"training.lr_schedule": "cosine"})
+    assert trainer_config(cfg).lr_schedule == "cosine"
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(cfg))
+    assert load_preset(path) == cfg
+    for bad in ("linear", 1.0):
+        with pytest.raises(ValueError, match="training.lr_schedule"):
+            load_preset("cpu", {"training.lr_schedule": bad})
 
 
 def test_optional_tau_round_trips_through_the_run_config(tmp_path):
