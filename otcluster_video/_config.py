@@ -366,9 +366,7 @@ class ClusteringConfig:
     ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
-    and ``_warmup``; :class:`otcluster.TrainerConfig`), ``"confidence"`` (each stream by how
-    confident its heads are on the training batches, the same floor and warm-up) or fixed
-    weights ``[video, audio]``.
+    and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``.
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -397,11 +395,11 @@ class ClusteringConfig:
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
-            lambda v: v in ("equal", "information", "confidence") or (
+            lambda v: v in ("equal", "information") or (
                 isinstance(v, tuple) and len(v) == 2
                 and all(_num(w) and w >= 0 for w in v) and sum(v) > 0),
-            "'equal', 'information', 'confidence' or [video, audio]: two non-negative weights "
-            "with a positive sum"),
+            "'equal', 'information' or [video, audio]: two non-negative weights with a "
+            "positive sum"),
     }
     _CROSS: ClassVar[list] = []
 

@@ -103,8 +103,7 @@ class TrainerConfig:
         Training length and per-process batch size.
     lr, momentum, weight_decay : float
         SGD; ``lr`` is reached after ``warmup_epochs`` of linear warm-up, then follows
-        ``lr_schedule``. (The
-        paper warms up to ``0.01 x world size``: scale ``lr`` yourself.)
+        ``lr_schedule``. (The paper warms up to ``0.01 x world size``: scale ``lr`` yourself.)
     warmup_epochs : int
     lr_schedule : {"constant", "cosine"}, default "constant"
         After the warm-up: ``"constant"`` (the paper's) or ``"cosine"``, decaying to 0 at the
@@ -131,7 +130,7 @@ class TrainerConfig:
         ``tau`` of the warm-up's semi-relaxed marginals (see ``sinkhorn_tau``), so the clusters
         can take the data's sizes that the prior is then sorted by (None: balanced, which
         ranked worse on the digits tuning seeds).
-    modality_weights : {"equal", "information", "confidence"} or dict of str to float, default "equal"
+    modality_weights : {"equal", "information"} or dict of str to float, default "equal"
         Weights of the modalities in eq. 6 (the clustering and :meth:`predict`). ``"equal"``:
         the paper's mean. ``"information"``: at every clustering, each modality's share is
         ``I_m = max(H(Y) - CE_m, 0)``, a lower bound on the mutual information between its
@@ -139,26 +138,21 @@ class TrainerConfig:
         previous clustering; ``H(Y)``: entropy of the cluster sizes), and its weight is
         ``max(I_m / sum(I), modality_weights_floor)``, normalised: a modality that predicts the
         labels poorly loses its say in them down to the floor (see
-        ``otcluster._train.weighting``). ``"confidence"``: each modality's share is its heads'
-        confidence on the training batches since the previous clustering, ``1 - mean H(p) /
-        log K``, floored and normalised the same way (no labels needed: a modality whose heads
-        still predict near-uniform distributions counts less). Both are experimental: feedback
-        loops that can settle on the modality that fits its own labels best, not the
-        informative one (``"information"`` on digits with a noise view: collapsed in 2 of 5
-        seeds, ``docs/benchmarks/modality_weights.md``). A dict fixes
+        ``otcluster._train.weighting``). Experimental: a feedback loop that can settle on the
+        modality that fits its own labels best, not the informative one (digits with a noise
+        view: collapsed in 2 of 5 seeds, ``docs/benchmarks/modality_weights.md``). A dict fixes
         the weights (one entry per modality), the robust choice when you know the weak one. The
         weights are saved with the model (``SelfLabelModel.modality_weights``) and recorded in
         the history.
     modality_weights_floor : float in [0, 1), default 0.2
-        Least share of a modality with ``"information"`` or ``"confidence"`` (before
-        normalising). On the video recipe's tuning worlds, without a floor the
-        slower-learning video stream dropped to weight 0 in the first epochs of every world
-        (``"information"``), and the worlds where it carries the class lost; 0.2 kept them
-        (``docs/benchmarks/robustness_av_information.md``).
+        Least share of a modality with ``"information"`` (before normalising). On the video
+        recipe's tuning worlds, without a floor the slower-learning video stream dropped to
+        weight 0 in the first epochs of every world, and the worlds where it carries the class
+        lost; 0.2 kept them (``docs/benchmarks/robustness_av_information.md``).
     modality_weights_warmup : float in [0, 1), default 0
-        With ``"information"`` or ``"confidence"``: fraction of the clusterings, the first
-        ones, that keep equal weights, so that a modality that learns more slowly is not
-        judged before its encoder has learnt anything.
+        With ``"information"``: fraction of the clusterings, the first ones, that keep equal
+        weights, so that a modality that learns more slowly is not judged before its encoder
+        has learnt anything.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.

@@ -40,7 +40,7 @@ from .config import TrainerConfig
 from .data import DataPasses, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
-from .weighting import MEASURED, FitTracker, update_modality_weights
+from .weighting import FitTracker, update_modality_weights
 
 __all__ = ["SelfLabelTrainer"]
 
@@ -287,8 +287,8 @@ class SelfLabelTrainer:
             losses = [nn.functional.cross_entropy(out[m].float().reshape(H * idx.numel(), -1),
                                                   target) for m in self.modalities]
             loss = torch.stack(losses).sum() / len(self.modalities)
-        if self.config.modality_weights in MEASURED:
-            self._fit.add(losses, [out[m] for m in self.modalities])
+        if self.config.modality_weights == "information":
+            self._fit.add(losses)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

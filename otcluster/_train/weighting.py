@@ -7,17 +7,10 @@ on the training batches since the previous clustering and ``H(Y)`` the entropy o
 cluster sizes. A modality whose heads cannot predict the labels better than their sizes gets
 the least weight, ``modality_weights_floor``, and mostly stops steering the clustering (it is
 still trained on the labels, and regains weight when it learns to predict them).
-
-``modality_weights="confidence"``: each modality's share is its heads' confidence on the
-training batches since the previous clustering, ``1 - mean H(p) / log K`` (``H(p)``: the
-entropy of one prediction), floored and normalised the same way. It needs no labels: a
-modality whose heads predict near-uniform distributions (an encoder that has not learnt to
-separate the samples yet) counts less in the next clustering.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +22,10 @@ if TYPE_CHECKING:
     from .config import TrainerConfig
     from .model import SelfLabelModel
 
-__all__ = ["WEIGHTINGS", "MEASURED", "FitTracker", "information_weights", "label_entropy", "size_entropy",
+__all__ = ["WEIGHTINGS", "FitTracker", "information_weights", "label_entropy", "size_entropy",
            "update_modality_weights"]
 
-WEIGHTINGS = ("equal", "information", "confidence")
-#: the weightings measured on the training batches (by :class:`FitTracker`)
-MEASURED = ("information", "confidence")
+WEIGHTINGS = ("equal", "information")
 
 
 def size_entropy(sizes: torch.Tensor) -> float:
@@ -70,20 +61,16 @@ def information_weights(cross_entropy: Sequence[float], entropy: float, floor: f
 
 
 class FitTracker:
-    """Sums of each modality's training cross-entropy and of its heads' prediction entropy
-    divided by ``log K``, since the last reset (one float64 tensor: M + M sums and the step
-    count, on the training device, so a step never synchronises)."""
+    """Sums of each modality's training cross-entropy since the last reset (one float64
+    tensor: M sums and the step count, on the training device, so a step never synchronises)."""
 
     def __init__(self, n_modalities: int, device: torch.device):
-        self.n = n_modalities
-        self.sums = torch.zeros(2 * n_modalities + 1, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(n_modalities + 1, dtype=torch.float64, device=device)
 
-    def add(self, losses: Sequence[torch.Tensor], logits: Sequence[torch.Tensor]) -> None:
-        """One training step's per-modality losses and logits ``(..., K)`` (detached here)."""
-        k = logits[0].shape[-1]
-        ent = [torch.special.entr(torch.softmax(z.detach().double(), -1)).sum(-1).mean()
-               / math.log(k) for z in logits]
-        self.sums[:-1] += torch.stack([loss.detach().double() for loss in losses] + ent)
+    def add(self, losses: Sequence[torch.Tensor]) -> None:
+        """One training step's per-modality losses (detached here)."""
+        step = torch.stack([loss.detach().double() for loss in losses])
+        self.sums[:-1] += step
         self.sums[-1] += 1
 
     def reset(self) -> None:
@@ -94,23 +81,19 @@ def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torc
                             config: TrainerConfig, n_clusterings: int, n_scheduled: int,
                             process_group: Any = None) -> dict[str, float] | None:
     """Before clustering ``n_clusterings`` (0-based) of ``n_scheduled``, with
-    ``modality_weights="information"`` or ``"confidence"``: set ``model``'s eq. 6 weights from
-    the cross-entropies against ``labels`` or the prediction entropies in ``fit`` (summed over
-    the ranks, then reset), once the warm-up (``modality_weights_warmup``) is over and a step
-    was measured; otherwise they stay.
+    ``modality_weights="information"``: set ``model``'s eq. 6 weights from the cross-entropies
+    in ``fit`` (summed over the ranks, then reset) against ``labels``, once the warm-up
+    (``modality_weights_warmup``) is over and a step was measured; otherwise they stay.
 
     Returns the weights in use (by modality), or None for fixed weights."""
-    if config.modality_weights not in MEASURED:
+    if config.modality_weights != "information":
         return None
     sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
     started = n_clusterings >= round(config.modality_weights_warmup * n_scheduled)
     if started and labels is not None and float(sums[-1]) > 0:
-        mean = (sums[:-1] / sums[-1]).tolist()
-        if config.modality_weights == "confidence":  # shares of 1 - H / log K
-            w = information_weights(mean[fit.n:], 1.0, config.modality_weights_floor)
-        else:
-            w = information_weights(mean[:fit.n], label_entropy(labels, config.heads.n_clusters),
-                                    config.modality_weights_floor)
+        ce = (sums[:-1] / sums[-1]).tolist()
+        w = information_weights(ce, label_entropy(labels, config.heads.n_clusters),
+                                config.modality_weights_floor)
         if w is not None:
             model.set_modality_weights(dict(zip(model.modalities, w)))
     fit.reset()

@@ -21,12 +21,7 @@ from otcluster import (
     average_views,
     confidence_weights,
 )
-from otcluster._train.weighting import (
-    FitTracker,
-    information_weights,
-    label_entropy,
-    update_modality_weights,
-)
+from otcluster._train.weighting import information_weights, label_entropy
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -248,46 +243,6 @@ def test_information_weights_wait_for_the_warmup():
     assert weights[3] > 0.7 and weights[4] > 0.7, weights
 
 
-def test_confidence_weights_in_training_follow_the_confident_modality():
-    data = OneInformative(n=240, k=4)
-    cfg = _config(modality_weights="confidence", modality_weights_floor=0.0)
-    trainer = SelfLabelTrainer(encoders(), data, cfg, ground_truth=data.y)
-    recs = [r for r in trainer.fit() if r["event"] == "clustering"]
-    assert recs[0]["modality_weights"] == {"a": 0.5, "b": 0.5}  # nothing measured yet
-    w = [r["modality_weights"]["a"] for r in recs]
-    # the noise modality's heads cannot become confident about anything: its share shrinks
-    assert w[-1] > 0.9 and w[-1] > w[1], w
-    assert recs[-1]["nmi"] > 0.9
-
-
-def test_fit_tracker_sums_the_normalised_prediction_entropy():
-    tracker = FitTracker(2, torch.device("cpu"))
-    g = torch.Generator().manual_seed(0)
-    logits = [torch.randn(2, 5, 4, generator=g), torch.zeros(2, 5, 4)]  # (H, B, K)
-    tracker.add([torch.tensor(1.5), torch.tensor(0.5)], logits)
-    tracker.add([torch.tensor(0.5), torch.tensor(0.5)], logits)
-    p = torch.softmax(logits[0].double(), -1)
-    ent = float(-(p * p.log()).sum(-1).mean() / math.log(4))
-    torch.testing.assert_close(tracker.sums, torch.tensor([2.0, 1.0, 2 * ent, 2.0, 2.0],
-                                                          dtype=torch.float64))
-
-
-@pytest.mark.parametrize("floor", [0.0, 0.2])
-def test_confidence_update_uses_one_minus_the_mean_entropy(floor):
-    model = _model()
-    tracker = FitTracker(2, torch.device("cpu"))
-    tracker.sums.copy_(torch.tensor([9.0, 9.0, 0.8, 1.8, 4.0], dtype=torch.float64))
-    cfg = TrainerConfig(heads=HeadConfig(n_heads=2, n_clusters=5, hidden_dim=None),
-                        modality_weights="confidence", modality_weights_floor=floor)
-    got = update_modality_weights(model, tracker, torch.zeros(2, 8, dtype=torch.long), cfg, 3, 10)
-    conf = [1 - 0.8 / 4, max(1 - 1.8 / 4, 0.0)]  # mean normalised entropies 0.2 and 0.45
-    shares = [max(c / sum(conf), floor) for c in conf]
-    expected = [v / sum(shares) for v in shares]
-    assert list(got.values()) == pytest.approx(expected)
-    assert float(tracker.sums.abs().sum()) == 0.0  # reset for the next clustering
-    assert model.weights_of(["a", "b"]) == pytest.approx(expected)
-
-
 def test_equal_weighting_records_no_weights_and_keeps_the_mean():
     data = Blobs(n=120, k=4)
     trainer = SelfLabelTrainer(encoders(), data, _config(epochs=2))
@@ -336,11 +291,10 @@ class CrashAfterEpoch2(SelfLabelTrainer):
             raise _Crash
 
 
-@pytest.mark.parametrize("weighting", ["information", "confidence"])
-def test_measured_weights_resume_exactly(tmp_path, weighting):
+def test_information_weights_resume_exactly(tmp_path):
     data = Blobs(n=150, k=4)
     cfg = dict(heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3),
-               n_clusterings=3, prior="gaussian", modality_weights=weighting)
+               n_clusterings=3, prior="gaussian", modality_weights="information")
     full = SelfLabelTrainer(encoders(seed=5), data, _config(checkpoint_dir=str(tmp_path / "f"), **cfg))
     full.fit()
     crashing = CrashAfterEpoch2(encoders(seed=5), data,
