@@ -103,7 +103,7 @@ class LinearWarmup:
         return f"LinearWarmup({self.warmup_steps})"
 
 
-class WarmupCosine:
+class WarmupCosine(LinearWarmup):
     """Learning-rate factor for :class:`torch.optim.lr_scheduler.LambdaLR`: linear warm-up, then
     cosine decay to 0 at ``total_steps`` (Loshchilov & Hutter's SGDR without restarts).
 
@@ -125,16 +125,16 @@ class WarmupCosine:
     """
 
     def __init__(self, warmup_steps: int, total_steps: int):
-        LinearWarmup(warmup_steps)  # the same check
+        super().__init__(warmup_steps)
         if isinstance(total_steps, bool) or int(total_steps) != total_steps \
                 or total_steps <= warmup_steps:
             raise ValueError(f"total_steps must be an integer > warmup_steps ({warmup_steps}), "
                              f"got {total_steps!r}")
-        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+        self.total_steps = int(total_steps)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
+            return super().__call__(step)
         frac = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
         return 0.5 * (1.0 + math.cos(math.pi * frac))
 

@@ -16,6 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from otcluster._schedule import LR_SCHEDULES  # the core's TrainerConfig.lr_schedule
+
 from ._rules import (
     _COUNT,
     _FRACTION,
@@ -47,7 +49,6 @@ __all__ = [
 PRIOR_KINDS = ("uniform", "gaussian", "zipf")
 ALIGN_KINDS = ("exact", "greedy", "none")
 KERNEL_KINDS = ("fast", "portable")
-LR_SCHEDULES = ("constant", "cosine")  # the core's TrainerConfig.lr_schedule
 
 def _prior_ok(p: Any) -> bool:
     if isinstance(p, str):

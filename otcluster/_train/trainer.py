@@ -151,6 +151,7 @@ class SelfLabelTrainer:
         self.steps_per_epoch = steps_per_epoch(N, self.world_size, cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
+        # a warm-up as long as training leaves the cosine no steps: it never starts
         factor = WarmupCosine(warmup_steps, max(self.total_steps, warmup_steps + 1)) \
             if cfg.lr_schedule == "cosine" else LinearWarmup(warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
