@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from otcluster._schedule import LR_SCHEDULES  # the core's TrainerConfig.lr_schedule
+from otcluster._train.weighting import WEIGHTINGS  # the core's TrainerConfig.modality_weights
 
 from ._rules import (
     _COUNT,
@@ -366,8 +367,10 @@ class ClusteringConfig:
     ``sinkhorn_scaling_stages``: λ-scaling of each solve (:func:`otcluster.sinkhorn`'s
     ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
-    (each stream by how well its heads predict the current labels, with ``modality_weights_floor``
-    and ``_warmup``; :class:`otcluster.TrainerConfig`) or fixed weights ``[video, audio]``.
+    (each stream by how well its heads predict the current labels), ``"stability"`` (each stream
+    by how much its heads' clusters agree between two augmented clips of every video), both
+    with ``modality_weights_floor`` and ``_warmup`` (:class:`otcluster.TrainerConfig`), or fixed
+    weights ``[video, audio]``.
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -396,11 +399,11 @@ class ClusteringConfig:
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
-            lambda v: v in ("equal", "information") or (
+            lambda v: v in WEIGHTINGS or (
                 isinstance(v, tuple) and len(v) == 2
                 and all(_num(w) and w >= 0 for w in v) and sum(v) > 0),
-            "'equal', 'information' or [video, audio]: two non-negative weights with a "
-            "positive sum"),
+            f"one of {', '.join(map(repr, WEIGHTINGS))} or [video, audio]: two non-negative "
+            "weights with a positive sum"),
     }
     _CROSS: ClassVar[list] = []
 

@@ -130,7 +130,7 @@ class TrainerConfig:
         ``tau`` of the warm-up's semi-relaxed marginals (see ``sinkhorn_tau``), so the clusters
         can take the data's sizes that the prior is then sorted by (None: balanced, which
         ranked worse on the digits tuning seeds).
-    modality_weights : {"equal", "information"} or dict of str to float, default "equal"
+    modality_weights : {"equal", "information", "stability"} or dict of str to float, default "equal"
         Weights of the modalities in eq. 6 (the clustering and :meth:`predict`). ``"equal"``:
         the paper's mean. ``"information"``: at every clustering, each modality's share is
         ``I_m = max(H(Y) - CE_m, 0)``, a lower bound on the mutual information between its
@@ -140,19 +140,24 @@ class TrainerConfig:
         labels poorly loses its say in them down to the floor (see
         ``otcluster._train.weighting``). Experimental: a feedback loop that can settle on the
         modality that fits its own labels best, not the informative one (digits with a noise
-        view: collapsed in 2 of 5 seeds, ``docs/benchmarks/modality_weights.md``). A dict fixes
+        view: collapsed in 2 of 5 seeds, ``docs/benchmarks/modality_weights.md``).
+        ``"stability"``: before every clustering, two extra passes over the training set give
+        two augmented views of every sample, and each modality's share is ``max(kappa_m, 0) ** 2``
+        (normalised, at least ``modality_weights_floor``), ``kappa_m`` the chance-corrected
+        agreement (Cohen's kappa) of its heads' argmax between the views, mean over heads: a
+        modality whose clusters follow what its augmentations change gets little say. A dict fixes
         the weights (one entry per modality), the robust choice when you know the weak one. The
         weights are saved with the model (``SelfLabelModel.modality_weights``) and recorded in
         the history.
     modality_weights_floor : float in [0, 1), default 0.2
-        Least share of a modality with ``"information"`` (before normalising). On the video
+        Least share of a modality with ``"information"`` or ``"stability"`` (before normalising). On the video
         recipe's tuning worlds, without a floor the slower-learning video stream dropped to
         weight 0 in the first epochs of every world, and the worlds where it carries the class
         lost; 0.2 kept them (``docs/benchmarks/robustness_av_information.md``).
     modality_weights_warmup : float in [0, 1), default 0
-        With ``"information"``: fraction of the clusterings, the first ones, that keep equal
-        weights, so that a modality that learns more slowly is not judged before its encoder
-        has learnt anything.
+        With ``"information"`` or ``"stability"``: fraction of the clusterings, the first
+        ones, that keep equal weights, so that a modality that learns more slowly is not judged
+        before its encoder has learnt anything.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.

@@ -40,7 +40,7 @@ from .config import TrainerConfig
 from .data import DataPasses, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
-from .weighting import FitTracker, update_modality_weights
+from .weighting import FitTracker, stability_kappas, update_modality_weights
 
 __all__ = ["SelfLabelTrainer"]
 
@@ -260,9 +260,16 @@ class SelfLabelTrainer:
 
     def _update_modality_weights(self) -> dict[str, float] | None:
         """The eq. 6 weights of this clustering (:func:`update_modality_weights`)."""
-        return update_modality_weights(self.model, self._fit, self.labels_, self.config,
+        cfg = self.config
+
+        def stability() -> list[float]:
+            return stability_kappas(self.model, self.passes, self.dataset,
+                                    cluster_shard(self.n_samples, self.rank, self.world_size),
+                                    self.n_samples, cfg.heads.n_clusters, self.process_group)
+
+        return update_modality_weights(self.model, self._fit, self.labels_, cfg,
                                        self._n_clusterings, len(self.schedule_),
-                                       self.process_group)
+                                       self.process_group, stability)
 
     # -- training ----------------------------------------------------------------------------
     def _maybe_cluster(self) -> None:

@@ -1,4 +1,4 @@
-"""Weights of the modalities in eq. 6 from how much each one knows of the labels.
+"""Weights of the modalities in eq. 6, set at every clustering from how each one behaves.
 
 ``modality_weights="information"``: at every clustering, each modality's weight is a lower
 bound on the mutual information between its inputs and the current labels, the Barber-Agakov
@@ -7,25 +7,33 @@ on the training batches since the previous clustering and ``H(Y)`` the entropy o
 cluster sizes. A modality whose heads cannot predict the labels better than their sizes gets
 the least weight, ``modality_weights_floor``, and mostly stops steering the clustering (it is
 still trained on the labels, and regains weight when it learns to predict them).
+
+``modality_weights="stability"``: before every clustering, two passes over the training set
+give two independent augmented views of every sample; a modality's weight grows with the
+agreement of its own heads' argmax between the two views, corrected for chance (Cohen's kappa):
+a modality whose clusters follow what its augmentations change (a crop, a pitch shift) rather
+than what the sample is gets little say in the shared labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._distributed import all_reduce_sum
+from .data import same_index
 
 if TYPE_CHECKING:
     from .config import TrainerConfig
+    from .data import DataPasses
     from .model import SelfLabelModel
 
 __all__ = ["WEIGHTINGS", "FitTracker", "information_weights", "label_entropy", "size_entropy",
-           "update_modality_weights"]
+           "stability_kappas", "stability_weights", "update_modality_weights"]
 
-WEIGHTINGS = ("equal", "information")
+WEIGHTINGS = ("equal", "information", "stability")
 
 
 def size_entropy(sizes: torch.Tensor) -> float:
@@ -52,12 +60,75 @@ def information_weights(cross_entropy: Sequence[float], entropy: float, floor: f
     >>> information_weights([2.0, 1.9], 1.8) is None
     True
     """
-    info = [max(entropy - float(ce), 0.0) for ce in cross_entropy]
-    total = sum(info)
+    return _shares([max(entropy - float(ce), 0.0) for ce in cross_entropy], floor)
+
+
+def stability_weights(kappas: Sequence[float], floor: float = 0.0) -> list[float] | None:
+    """Shares of ``max(kappa_m, 0) ** 2``, each raised to at least ``floor``, normalised to
+    sum 1; None when no modality agrees with itself better than chance.
+
+    >>> [round(w, 3) for w in stability_weights([0.5, 1.0])]
+    [0.2, 0.8]
+    >>> [round(w, 3) for w in stability_weights([0.2, 1.0], floor=0.2)]
+    [0.167, 0.833]
+    >>> stability_weights([0.0, -0.1]) is None
+    True
+    """
+    return _shares([max(float(k), 0.0) ** 2 for k in kappas], floor)
+
+
+def _shares(values: Sequence[float], floor: float) -> list[float] | None:
+    total = sum(values)
     if not total > 0:
         return None
-    shares = [max(v / total, floor) for v in info]
+    shares = [max(v / total, floor) for v in values]
     return [v / sum(shares) for v in shares]
+
+
+def _kappa_counts(a: torch.Tensor, b: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """Per leading index of labels ``a``, ``b`` of shape (..., n): agreements, n, and both
+    label histograms, as float64 ``(..., 2 + 2K)`` (summable over ranks)."""
+    lead = a.shape[:-1]
+    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    hist = lambda t: torch.stack([torch.bincount(r, minlength=n_clusters)  # noqa: E731
+                                  for r in t.cpu()]).double()
+    agree = (a2 == b2).sum(-1).double().cpu()
+    n = torch.full_like(agree, float(a2.shape[-1]))
+    return torch.cat([agree[:, None], n[:, None], hist(a2), hist(b2)], 1).reshape(*lead, -1)
+
+
+def _kappa(counts: torch.Tensor) -> torch.Tensor:
+    """Cohen's kappa from :func:`_kappa_counts` (0 where chance agreement is certain)."""
+    n = counts[..., 1].clamp_min(1)
+    k = (counts.shape[-1] - 2) // 2
+    pa, pb = counts[..., 2:2 + k] / n[..., None], counts[..., 2 + k:] / n[..., None]
+    chance = (pa * pb).sum(-1)
+    agree = counts[..., 0] / n
+    return torch.where(chance < 1, (agree - chance) / (1 - chance).clamp_min(1e-12),
+                       torch.zeros_like(agree))
+
+
+def stability_kappas(model: SelfLabelModel, passes: DataPasses, dataset: Any,
+                     positions: torch.Tensor, n_samples: int, n_clusters: int,
+                     process_group: Any = None) -> list[float]:
+    """Each modality's Cohen's kappa between its heads' argmax on two passes over
+    ``dataset[positions]`` (two augmented views of every sample), mean over heads, pooled over
+    the ranks of ``process_group``."""
+    mods = list(model.modalities)
+
+    def argmax(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = model({m: inputs[m] for m in mods})
+        return {"argmax": torch.stack([logits[m].argmax(-1) for m in mods])[..., None]}
+
+    views, index = [], None
+    for v in range(2):
+        idx, out = passes.eval_pass(model, dataset, positions, mods, argmax, n_samples,
+                                    f"stability pass {v + 1}/2")
+        index = same_index(index, idx)
+        views.append(out["argmax"][..., 0])  # (M, H, n), rows in position order
+    counts = all_reduce_sum(_kappa_counts(views[0], views[1], n_clusters).to(passes.device),
+                            process_group).cpu()
+    return _kappa(counts).mean(-1).tolist()
 
 
 class FitTracker:
@@ -79,17 +150,27 @@ class FitTracker:
 
 def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torch.Tensor | None,
                             config: TrainerConfig, n_clusterings: int, n_scheduled: int,
-                            process_group: Any = None) -> dict[str, float] | None:
-    """Before clustering ``n_clusterings`` (0-based) of ``n_scheduled``, with
-    ``modality_weights="information"``: set ``model``'s eq. 6 weights from the cross-entropies
-    in ``fit`` (summed over the ranks, then reset) against ``labels``, once the warm-up
-    (``modality_weights_warmup``) is over and a step was measured; otherwise they stay.
+                            process_group: Any = None,
+                            stability: Callable[[], list[float]] | None = None
+                            ) -> dict[str, float] | None:
+    """Before clustering ``n_clusterings`` (0-based) of ``n_scheduled``, once the warm-up
+    (``modality_weights_warmup``) is over, set ``model``'s eq. 6 weights: with
+    ``modality_weights="information"`` from the cross-entropies in ``fit`` (summed over the
+    ranks, then reset) against ``labels``, once a step was measured; with ``"stability"`` from
+    the kappas that ``stability()`` measures (:func:`stability_kappas`). Otherwise they stay.
 
     Returns the weights in use (by modality), or None for fixed weights."""
-    if config.modality_weights != "information":
+    mode = config.modality_weights
+    if mode not in ("information", "stability"):
         return None
-    sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
     started = n_clusterings >= round(config.modality_weights_warmup * n_scheduled)
+    if mode == "stability":
+        if started and stability is not None:
+            w = stability_weights(stability(), config.modality_weights_floor)
+            if w is not None:
+                model.set_modality_weights(dict(zip(model.modalities, w)))
+        return {m: float(v) for m, v in zip(model.modalities, model.modality_weights)}
+    sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
     if started and labels is not None and float(sums[-1]) > 0:
         ce = (sums[:-1] / sums[-1]).tolist()
         w = information_weights(ce, label_entropy(labels, config.heads.n_clusters),

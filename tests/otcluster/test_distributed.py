@@ -27,6 +27,7 @@ from otcluster._distributed import (
     gather_labels,
     group_rank_size,
 )
+from otcluster._train.weighting import stability_kappas
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
@@ -121,7 +122,10 @@ def _train_part(rank: int, out: str) -> None:
     # the memory-bounded clustering of the trained model, sharded as well
     trainer.config.memory_bounded = True
     trainer._cluster()
-    torch.save({"labels": trainer.labels_, "history": history,
+    # the stability weights' kappas: counts of both shards summed, so the same on each rank
+    kappas = stability_kappas(trainer.model, trainer.passes, data, cluster_shard(201, rank, WORLD),
+                              201, 4, dist.group.WORLD)
+    torch.save({"labels": trainer.labels_, "history": history, "kappas": kappas,
                 "params": {k: v.clone() for k, v in trainer.model.state_dict().items()}},
                Path(out) / f"train{rank}.pt")
 
@@ -158,6 +162,8 @@ def test_two_process_training_agrees_on_labels(two_processes):
     # the information weights come from cross-entropies summed over both ranks: the same on each
     weights = clusterings[-1]["modality_weights"]
     assert weights != {"a": 0.5, "b": 0.5} and abs(sum(weights.values()) - 1) < 1e-6
+    assert a["kappas"] == b["kappas"] and len(a["kappas"]) == 2
+    assert all(-1 <= k <= 1 for k in a["kappas"]) and a["kappas"][0] > 0.5  # a trained, stable model
     assert [r["modality"] for r in a["history"] if r["event"] == "align"] == ["b"]
     assert a["history"][-1]["event"] == "clustering" and a["history"][-1]["memory_bounded"]
     state = torch.load(two_processes / "ckpt" / "last.pt", weights_only=True)

@@ -21,7 +21,13 @@ from otcluster import (
     average_views,
     confidence_weights,
 )
-from otcluster._train.weighting import information_weights, label_entropy
+from otcluster._train.weighting import (
+    _kappa,
+    _kappa_counts,
+    information_weights,
+    label_entropy,
+    stability_weights,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -165,6 +171,36 @@ def test_information_weights_are_a_distribution_ordered_by_fit(ce, entropy, floo
             assert w[i] == 0.0 if floor == 0 else w[i] >= lowest - 1e-12
 
 
+@given(st.lists(st.floats(-1, 1), min_size=2, max_size=4), st.floats(0, 0.4))
+def test_stability_weights_are_a_distribution_ordered_by_kappa(kappas, floor):
+    w = stability_weights(kappas, floor)
+    if not any(max(k, 0.0) ** 2 > 0 for k in kappas):  # none above chance (or a square underflows)
+        assert w is None
+        return
+    assert w is not None and math.isclose(sum(w), 1.0, rel_tol=1e-9)
+    assert min(w) >= floor / (1 + len(w) * floor) - 1e-12
+    order = sorted(range(len(kappas)), key=lambda i: max(kappas[i], 0.0))
+    assert all(w[i] <= w[j] + 1e-12 for i, j in zip(order, order[1:]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kappa_matches_scikit_learn(seed):
+    from sklearn.metrics import cohen_kappa_score
+
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, 4, (3, 50), generator=gen)
+    b = torch.where(torch.rand(3, 50, generator=gen) < 0.6, a, torch.randint(0, 4, (3, 50), generator=gen))
+    got = _kappa(_kappa_counts(a, b, 4))
+    want = [cohen_kappa_score(a[i].numpy(), b[i].numpy()) for i in range(3)]
+    assert got.tolist() == pytest.approx(want, abs=1e-12)
+    # summed counts of two halves (two ranks) give the kappa of the whole
+    halves = _kappa_counts(a[:, :20], b[:, :20], 4) + _kappa_counts(a[:, 20:], b[:, 20:], 4)
+    assert _kappa(halves).tolist() == pytest.approx(want, abs=1e-12)
+    # one cluster in both views: agreement is certain by chance, kappa 0 (not NaN)
+    zero = torch.zeros(1, 10, dtype=torch.int64)
+    assert _kappa(_kappa_counts(zero, zero, 4)).tolist() == [0.0]
+
+
 def test_label_entropy_is_that_of_the_cluster_sizes():
     labels = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])
     assert math.isclose(label_entropy(labels, 3), (math.log(2) + 0.0) / 2)
@@ -241,6 +277,25 @@ def test_information_weights_wait_for_the_warmup():
     weights = [r["modality_weights"]["a"] for r in history if r["event"] == "clustering"]
     assert len(weights) == 5 and weights[:3] == [0.5, 0.5, 0.5], weights
     assert weights[3] > 0.7 and weights[4] > 0.7, weights
+
+
+def test_stability_weights_follow_the_modality_whose_clusters_are_stable():
+    data = OneInformative(n=240, k=4)
+    cfg = _config(modality_weights="stability", modality_weights_floor=0.2)
+    trainer = SelfLabelTrainer(encoders(), data, cfg, ground_truth=data.y)
+    history = trainer.fit()
+    recs = [r for r in history if r["event"] == "clustering"]
+    # b is redrawn at every read: its clusters on two reads agree by chance only
+    w = recs[-1]["modality_weights"]
+    assert w["b"] == pytest.approx(0.2 / 1.2, abs=0.02), w
+    assert math.isclose(w["a"] + w["b"], 1.0, rel_tol=1e-6)
+    assert torch.allclose(trainer.model.modality_weights, torch.tensor([w["a"], w["b"]]))
+    assert recs[-1]["nmi"] > 0.9
+    # with a warm-up, the first clusterings keep equal weights
+    warm = SelfLabelTrainer(encoders(), data, _config(modality_weights="stability",
+                                                      modality_weights_warmup=0.6)).fit()
+    a = [r["modality_weights"]["a"] for r in warm if r["event"] == "clustering"]
+    assert a[:3] == [0.5, 0.5, 0.5] and min(a[3:]) > 0.7, a
 
 
 def test_equal_weighting_records_no_weights_and_keeps_the_mean():

@@ -261,7 +261,9 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
                                "clustering.modality_weights_floor": 0.1})
     t = trainer_config(info)
     assert (t.modality_weights, t.modality_weights_floor) == ("information", 0.1)
-    for cfg in (fixed, info):
+    stable = load_preset("cpu", {"clustering.modality_weights": "stability"})
+    assert trainer_config(stable).modality_weights == "stability"
+    for cfg in (fixed, info, stable):
         path = tmp_path / "c.toml"
         path.write_text(config_to_toml(cfg))
         assert load_preset(path) == cfg
