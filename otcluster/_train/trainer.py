@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,12 @@ class SelfLabelTrainer:
         retries = self.n_solver_retries_
         warmup = self._n_clusterings < self.warmup_clusterings_
         self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
-        weights = self._update_modality_weights()
+        # the eq. 6 weights of this clustering ("stability": measured on this rank's shard)
+        stability = partial(stability_kappas, self.model, self.passes, self.dataset, positions, N,
+                            K, self.process_group)
+        weights = update_modality_weights(self.model, self._fit, self.labels_, cfg,
+                                          self._n_clusterings, len(self.schedule_),
+                                          self.process_group, stability)
         local_labels, local_index, n_iter, converged = self.clusterer(positions, groups,
                                                                       memory_bounded)
         labels = gather_labels(local_labels, local_index, N, self.process_group)
@@ -257,19 +263,6 @@ class SelfLabelTrainer:
             rec.update(score(self.ground_truth, labels))
         self._record(rec)
         return rec
-
-    def _update_modality_weights(self) -> dict[str, float] | None:
-        """The eq. 6 weights of this clustering (:func:`update_modality_weights`)."""
-        cfg = self.config
-
-        def stability() -> list[float]:
-            return stability_kappas(self.model, self.passes, self.dataset,
-                                    cluster_shard(self.n_samples, self.rank, self.world_size),
-                                    self.n_samples, cfg.heads.n_clusters, self.process_group)
-
-        return update_modality_weights(self.model, self._fit, self.labels_, cfg,
-                                       self._n_clusterings, len(self.schedule_),
-                                       self.process_group, stability)
 
     # -- training ----------------------------------------------------------------------------
     def _maybe_cluster(self) -> None:
