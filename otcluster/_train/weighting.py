@@ -164,18 +164,17 @@ def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torc
     if mode not in ("information", "stability"):
         return None
     started = n_clusterings >= round(config.modality_weights_warmup * n_scheduled)
+    w = None
     if mode == "stability":
         if started and stability is not None:
             w = stability_weights(stability(), config.modality_weights_floor)
-            if w is not None:
-                model.set_modality_weights(dict(zip(model.modalities, w)))
-        return {m: float(v) for m, v in zip(model.modalities, model.modality_weights)}
-    sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
-    if started and labels is not None and float(sums[-1]) > 0:
-        ce = (sums[:-1] / sums[-1]).tolist()
-        w = information_weights(ce, label_entropy(labels, config.heads.n_clusters),
-                                config.modality_weights_floor)
-        if w is not None:
-            model.set_modality_weights(dict(zip(model.modalities, w)))
-    fit.reset()
+    else:
+        sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()
+        if started and labels is not None and float(sums[-1]) > 0:
+            ce = (sums[:-1] / sums[-1]).tolist()
+            w = information_weights(ce, label_entropy(labels, config.heads.n_clusters),
+                                    config.modality_weights_floor)
+        fit.reset()
+    if w is not None:
+        model.set_modality_weights(dict(zip(model.modalities, w)))
     return {m: float(v) for m, v in zip(model.modalities, model.modality_weights)}
