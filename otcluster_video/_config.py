@@ -32,18 +32,8 @@ from ._rules import (
 )
 from .models import EncoderConfig
 
-__all__ = [
-    "AudioConfig",
-    "ClipConfig",
-    "ClusteringConfig",
-    "DataConfig",
-    "EncodersConfig",
-    "HeadsConfig",
-    "PRIOR_KINDS",
-    "TrainingConfig",
-    "VideoRecipeConfig",
-    "VisualConfig",
-]
+__all__ = ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
+           "HeadsConfig", "PRIOR_KINDS", "TrainingConfig", "VideoRecipeConfig", "VisualConfig"]
 
 #: Named cluster priors (the core's :data:`otcluster._priors.PRIOR_KINDS`); a vector of K
 #: shares is accepted too.
@@ -370,7 +360,8 @@ class ClusteringConfig:
     (each stream by how well its heads predict the current labels), ``"stability"`` (each stream
     by how much its heads' clusters agree between two augmented clips of every video), both
     with ``modality_weights_floor`` and ``_warmup`` (:class:`otcluster.TrainerConfig`), or fixed
-    weights ``[video, audio]``.
+    weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset, fresh at
+    every clustering) that ``"stability"`` measures on, to bound its two extra passes.
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -384,6 +375,7 @@ class ClusteringConfig:
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
+    stability_max_samples: int = 4096
     label_weights: str = "training"
 
     _SECTION: ClassVar[str] = "clustering"
@@ -397,6 +389,8 @@ class ClusteringConfig:
         "sinkhorn_scaling_stages": _at_least(0),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "stability_max_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                                  "a positive integer"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
             lambda v: v in WEIGHTINGS or (

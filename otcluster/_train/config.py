@@ -66,6 +66,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
                          f"numbers with a positive sum"),
     "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
+    "stability_max_samples": (_opt(_pos_int), "a positive integer or None"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -158,6 +159,12 @@ class TrainerConfig:
         With ``"information"`` or ``"stability"``: fraction of the clusterings, the first
         ones, that keep equal weights, so that a modality that learns more slowly is not judged
         before its encoder has learnt anything.
+    stability_max_samples : int or None, default 4096
+        With ``"stability"``: measure the kappas on a random subset of at most this many
+        samples, drawn afresh at every clustering from ``seed`` and the clustering's index (None:
+        every sample). Bounds the two extra passes' cost: at most ``2 * stability_max_samples``
+        samples per clustering (the kappa's standard error is at most about
+        ``0.5 / sqrt(n) / (1 - p_e)``, ``p_e`` its chance agreement).
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -230,6 +237,7 @@ class TrainerConfig:
     modality_weights: str | dict = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
+    stability_max_samples: int | None = 4096
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

@@ -240,7 +240,8 @@ class SelfLabelTrainer:
         self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
         # the eq. 6 weights of this clustering ("stability": measured on this rank's shard)
         stability = partial(stability_kappas, self.model, self.passes, self.dataset, positions, N,
-                            K, self.process_group)
+                            K, self.process_group, cfg.stability_max_samples,
+                            cfg.seed * 7919 + self._n_clusterings)
         weights = update_modality_weights(self.model, self._fit, self.labels_, cfg,
                                           self._n_clusterings, len(self.schedule_),
                                           self.process_group, stability)

@@ -9,7 +9,8 @@ the least weight, ``modality_weights_floor``, and mostly stops steering the clus
 still trained on the labels, and regains weight when it learns to predict them).
 
 ``modality_weights="stability"``: before every clustering, two passes over the training set
-give two independent augmented views of every sample; a modality's weight grows with the
+give two independent augmented views of every sample (of a random subset of
+``stability_max_samples``, fresh at every clustering); a modality's weight grows with the
 agreement of its own heads' argmax between the two views, corrected for chance (Cohen's kappa):
 a modality whose clusters follow what its augmentations change (a crop, a pitch shift) rather
 than what the sample is gets little say in the shared labels.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .model import SelfLabelModel
 
 __all__ = ["WEIGHTINGS", "FitTracker", "information_weights", "label_entropy", "size_entropy",
-           "stability_kappas", "stability_weights", "update_modality_weights"]
+           "stability_kappas", "stability_subset", "stability_weights", "update_modality_weights"]
 
 WEIGHTINGS = ("equal", "information", "stability")
 
@@ -108,26 +109,50 @@ def _kappa(counts: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(agree))
 
 
+def stability_subset(positions: torch.Tensor, n_samples: int, max_samples: int | None,
+                     seed: int) -> torch.Tensor:
+    """This rank's share of a random subset of at most ``max_samples`` of the ``n_samples``
+    samples, drawn from ``seed`` alone (the same on every rank): the ``positions`` that fall in
+    it, in their order; all of ``positions`` when ``n_samples <= max_samples`` or no cap.
+
+    >>> stability_subset(torch.arange(0, 6, 2), 6, None, seed=0).tolist()
+    [0, 2, 4]
+    >>> len(stability_subset(torch.arange(10), 10, 4, seed=0))
+    4
+    """
+    if max_samples is None or n_samples <= max_samples:
+        return positions
+    g = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(n_samples, generator=g)[:max_samples]
+    return positions[torch.isin(positions, chosen)]
+
+
 def stability_kappas(model: SelfLabelModel, passes: DataPasses, dataset: Any,
                      positions: torch.Tensor, n_samples: int, n_clusters: int,
-                     process_group: Any = None) -> list[float]:
+                     process_group: Any = None, max_samples: int | None = None,
+                     seed: int = 0) -> list[float]:
     """Each modality's Cohen's kappa between its heads' argmax on two passes over
     ``dataset[positions]`` (two augmented views of every sample), mean over heads, pooled over
-    the ranks of ``process_group``."""
+    the ranks of ``process_group``; with ``max_samples``, only on this rank's share of a random
+    subset of that many samples (:func:`stability_subset` with ``seed``)."""
     mods = list(model.modalities)
+    positions = stability_subset(positions, n_samples, max_samples, seed)
 
     def argmax(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = model({m: inputs[m] for m in mods})
         return {"argmax": torch.stack([logits[m].argmax(-1) for m in mods])[..., None]}
 
-    views, index = [], None
-    for v in range(2):
-        idx, out = passes.eval_pass(model, dataset, positions, mods, argmax, n_samples,
-                                    f"stability pass {v + 1}/2")
-        index = same_index(index, idx)
-        views.append(out["argmax"][..., 0])  # (M, H, n), rows in position order
-    counts = all_reduce_sum(_kappa_counts(views[0], views[1], n_clusters).to(passes.device),
-                            process_group).cpu()
+    counts = torch.zeros(len(mods), model.head(mods[0]).n_heads, 2 + 2 * n_clusters,
+                         dtype=torch.float64)  # stays 0 where this rank's share is empty
+    if positions.numel():
+        views, index = [], None
+        for v in range(2):
+            idx, out = passes.eval_pass(model, dataset, positions, mods, argmax, n_samples,
+                                        f"stability pass {v + 1}/2")
+            index = same_index(index, idx)
+            views.append(out["argmax"][..., 0])  # (M, H, n), rows in position order
+        counts = _kappa_counts(views[0], views[1], n_clusters)
+    counts = all_reduce_sum(counts.to(passes.device), process_group).cpu()
     return _kappa(counts).mean(-1).tolist()
 
 

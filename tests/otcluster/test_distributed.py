@@ -125,7 +125,13 @@ def _train_part(rank: int, out: str) -> None:
     # the stability weights' kappas: counts of both shards summed, so the same on each rank
     kappas = stability_kappas(trainer.model, trainer.passes, data, cluster_shard(201, rank, WORLD),
                               201, 4, dist.group.WORLD)
+    # on a capped subset (the ranks' shares of one subset), and with one rank's share empty
+    capped = stability_kappas(trainer.model, trainer.passes, data, cluster_shard(201, rank, WORLD),
+                              201, 4, dist.group.WORLD, max_samples=60, seed=3)
+    one = stability_kappas(trainer.model, trainer.passes, data, cluster_shard(201, rank, WORLD),
+                           201, 4, dist.group.WORLD, max_samples=1, seed=3)
     torch.save({"labels": trainer.labels_, "history": history, "kappas": kappas,
+                "capped": capped, "one": one,
                 "params": {k: v.clone() for k, v in trainer.model.state_dict().items()}},
                Path(out) / f"train{rank}.pt")
 
@@ -163,6 +169,7 @@ def test_two_process_training_agrees_on_labels(two_processes):
     weights = clusterings[-1]["modality_weights"]
     assert weights != {"a": 0.5, "b": 0.5} and abs(sum(weights.values()) - 1) < 1e-6
     assert a["kappas"] == b["kappas"] and len(a["kappas"]) == 2
+    assert a["capped"] == b["capped"] and a["capped"][0] > 0.3 and a["one"] == b["one"]
     assert all(-1 <= k <= 1 for k in a["kappas"]) and a["kappas"][0] > 0.5  # a trained, stable model
     assert [r["modality"] for r in a["history"] if r["event"] == "align"] == ["b"]
     assert a["history"][-1]["event"] == "clustering" and a["history"][-1]["memory_bounded"]

@@ -21,11 +21,13 @@ from otcluster import (
     average_views,
     confidence_weights,
 )
+from otcluster._distributed import cluster_shard
 from otcluster._train.weighting import (
     _kappa,
     _kappa_counts,
     information_weights,
     label_entropy,
+    stability_subset,
     stability_weights,
 )
 
@@ -201,6 +203,31 @@ def test_kappa_matches_scikit_learn(seed):
     assert _kappa(_kappa_counts(zero, zero, 4)).tolist() == [0.0]
 
 
+@pytest.mark.parametrize("n,world,cap,seed", [(10, 3, 4, 0), (101, 2, 30, 5), (7, 2, 7, 1),
+                                              (50, 4, 1, 2), (9, 1, None, 0)])
+def test_stability_subset_is_one_subset_shared_by_the_ranks(n, world, cap, seed):
+    shares = [stability_subset(cluster_shard(n, r, world), n, cap, seed) for r in range(world)]
+    whole = torch.cat(shares)
+    assert whole.numel() == min(n, cap or n) and whole.unique().numel() == whole.numel()
+    for r, share in enumerate(shares):
+        assert bool(torch.isin(share, cluster_shard(n, r, world)).all())
+        assert bool((share[1:] > share[:-1]).all())  # in the shard's order
+        assert torch.equal(share, stability_subset(cluster_shard(n, r, world), n, cap, seed))
+    if cap is None or cap >= n:  # nothing left out: the positions themselves
+        assert all(torch.equal(s, cluster_shard(n, r, world)) for r, s in enumerate(shares))
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, True, "all"])
+def test_bad_stability_cap_names_the_field(value):
+    with pytest.raises(ValueError, match="TrainerConfig.stability_max_samples"):
+        TrainerConfig(stability_max_samples=value).validate()
+
+
+def test_stability_subsets_differ_between_clusterings():
+    draws = {tuple(stability_subset(torch.arange(100), 100, 10, seed).tolist()) for seed in range(5)}
+    assert len(draws) == 5
+
+
 def test_label_entropy_is_that_of_the_cluster_sizes():
     labels = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])
     assert math.isclose(label_entropy(labels, 3), (math.log(2) + 0.0) / 2)
@@ -279,9 +306,11 @@ def test_information_weights_wait_for_the_warmup():
     assert weights[3] > 0.7 and weights[4] > 0.7, weights
 
 
-def test_stability_weights_follow_the_modality_whose_clusters_are_stable():
+@pytest.mark.parametrize("cap", [4096, 64])  # every sample; a quarter
+def test_stability_weights_follow_the_modality_whose_clusters_are_stable(cap):
     data = OneInformative(n=240, k=4)
-    cfg = _config(modality_weights="stability", modality_weights_floor=0.2)
+    cfg = _config(modality_weights="stability", modality_weights_floor=0.2,
+                  stability_max_samples=cap)
     trainer = SelfLabelTrainer(encoders(), data, cfg, ground_truth=data.y)
     history = trainer.fit()
     recs = [r for r in history if r["event"] == "clustering"]
@@ -291,6 +320,8 @@ def test_stability_weights_follow_the_modality_whose_clusters_are_stable():
     assert math.isclose(w["a"] + w["b"], 1.0, rel_tol=1e-6)
     assert torch.allclose(trainer.model.modality_weights, torch.tensor([w["a"], w["b"]]))
     assert recs[-1]["nmi"] > 0.9
+    if cap < 240:
+        return
     # with a warm-up, the first clusterings keep equal weights
     warm = SelfLabelTrainer(encoders(), data, _config(modality_weights="stability",
                                                       modality_weights_warmup=0.6)).fit()
@@ -346,11 +377,13 @@ class CrashAfterEpoch2(SelfLabelTrainer):
             raise _Crash
 
 
-@pytest.mark.parametrize("mode", ["information", "stability"])
-def test_adaptive_weights_resume_exactly(tmp_path, mode):
+@pytest.mark.parametrize("mode,cap", [("information", None), ("stability", None),
+                                      ("stability", 50)])
+def test_adaptive_weights_resume_exactly(tmp_path, mode, cap):
     data = Blobs(n=150, k=4)
     cfg = dict(heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3),
-               n_clusterings=3, prior="gaussian", modality_weights=mode)
+               n_clusterings=3, prior="gaussian", modality_weights=mode,
+               stability_max_samples=cap)
     full = SelfLabelTrainer(encoders(seed=5), data, _config(checkpoint_dir=str(tmp_path / "f"), **cfg))
     full.fit()
     crashing = CrashAfterEpoch2(encoders(seed=5), data,

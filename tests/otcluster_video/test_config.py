@@ -261,8 +261,13 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
                                "clustering.modality_weights_floor": 0.1})
     t = trainer_config(info)
     assert (t.modality_weights, t.modality_weights_floor) == ("information", 0.1)
-    stable = load_preset("cpu", {"clustering.modality_weights": "stability"})
+    stable = load_preset("cpu", {"clustering.modality_weights": "stability",
+                                 "clustering.stability_max_samples": 64})
     assert trainer_config(stable).modality_weights == "stability"
+    assert trainer_config(stable).stability_max_samples == 64
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="clustering.stability_max_samples"):
+            load_preset("cpu", {"clustering.stability_max_samples": bad})
     for cfg in (fixed, info, stable):
         path = tmp_path / "c.toml"
         path.write_text(config_to_toml(cfg))
