@@ -361,7 +361,9 @@ class ClusteringConfig:
     by how much its heads' clusters agree between two augmented clips of every video), both
     with ``modality_weights_floor`` and ``_warmup`` (:class:`otcluster.TrainerConfig`), or fixed
     weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset, fresh at
-    every clustering) that ``"stability"`` measures on, to bound its two extra passes.
+    every clustering) that ``"stability"`` measures on, to bound its two extra passes;
+    ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
+    (end), so they differ only by the other augmentations (left out: each clip as in training).
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -376,6 +378,7 @@ class ClusteringConfig:
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
     stability_max_samples: int = 4096
+    stability_position: float | None = None
     label_weights: str = "training"
 
     _SECTION: ClassVar[str] = "clustering"
@@ -391,6 +394,8 @@ class ClusteringConfig:
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "stability_max_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                                   "a positive integer"),
+        "stability_position": (lambda v: v is None or (_num(v) and 0 <= v <= 1),
+                               "a number in [0, 1], or left out (random, as in training)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
             lambda v: v in WEIGHTINGS or (

@@ -41,7 +41,7 @@ from .config import TrainerConfig
 from .data import DataPasses, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
-from .weighting import FitTracker, stability_kappas, update_modality_weights
+from .weighting import FitTracker, set_fixed_weights, stability_kappas, update_modality_weights
 
 __all__ = ["SelfLabelTrainer"]
 
@@ -71,6 +71,9 @@ class SelfLabelTrainer:
         never used for training or selection.
     collate_fn : callable, optional
         Collates a list of ``{"index", modality...}`` dicts (default: ``default_collate``).
+    stability_dataset : torch Dataset, optional
+        What ``modality_weights="stability"`` reads twice for its two views of every sample
+        (default ``dataset``); same length and ``"index"`` values as ``dataset``.
 
     Attributes
     ----------
@@ -126,6 +129,7 @@ class SelfLabelTrainer:
         process_group: Any = None,
         ground_truth: Any = None,
         collate_fn: Callable | None = None,
+        stability_dataset: Any = None,
     ):
         self.config = cfg = (config if config is not None else TrainerConfig()).validate()
         check_encoders(encoders)
@@ -138,6 +142,9 @@ class SelfLabelTrainer:
         H, K = cfg.heads.n_heads, cfg.heads.n_clusters
         self.n_samples = N = dataset_size(dataset, self.world_size, K)
         self.ground_truth = check_ground_truth(ground_truth, N)
+        self.stability_dataset = dataset if stability_dataset is None else stability_dataset
+        if dataset_size(self.stability_dataset, self.world_size, K) != N:
+            raise ValueError(f"stability_dataset must have the dataset's N={N} items")
 
         self.model = build_model(encoders, cfg.heads, cfg.seed, dataset, collate_fn, self.device)
         self._amp = bool(cfg.amp and self.device.type == "cuda")
@@ -174,11 +181,7 @@ class SelfLabelTrainer:
         self.warmup_clusterings_ = 0 if cfg.prior == "uniform" else \
             int(round(cfg.prior_warmup * len(self.schedule_)))
         self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
-        if isinstance(cfg.modality_weights, Mapping):
-            try:
-                self.model.set_modality_weights(cfg.modality_weights)
-            except ValueError as e:
-                raise ValueError(f"TrainerConfig.modality_weights: {e}") from None
+        set_fixed_weights(self.model, cfg.modality_weights)
         self._fit = FitTracker(len(self.modalities), self.device)
 
         self.labels_: torch.Tensor | None = None
@@ -239,8 +242,8 @@ class SelfLabelTrainer:
         warmup = self._n_clusterings < self.warmup_clusterings_
         self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
         # the eq. 6 weights of this clustering ("stability": measured on this rank's shard)
-        stability = partial(stability_kappas, self.model, self.passes, self.dataset, positions, N,
-                            K, self.process_group, cfg.stability_max_samples,
+        stability = partial(stability_kappas, self.model, self.passes, self.stability_dataset,
+                            positions, N, K, self.process_group, cfg.stability_max_samples,
                             cfg.seed * 7919 + self._n_clusterings)
         weights = update_modality_weights(self.model, self._fit, self.labels_, cfg,
                                           self._n_clusterings, len(self.schedule_),

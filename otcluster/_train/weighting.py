@@ -18,7 +18,7 @@ than what the sample is gets little say in the shared labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from .data import DataPasses
     from .model import SelfLabelModel
 
-__all__ = ["WEIGHTINGS", "FitTracker", "information_weights", "label_entropy", "size_entropy",
-           "stability_kappas", "stability_subset", "stability_weights", "update_modality_weights"]
+__all__ = ["WEIGHTINGS", "FitTracker", "information_weights", "label_entropy", "set_fixed_weights",
+           "size_entropy", "stability_kappas", "stability_subset", "stability_weights",
+           "update_modality_weights"]
 
 WEIGHTINGS = ("equal", "information", "stability")
 
@@ -171,6 +172,16 @@ class FitTracker:
 
     def reset(self) -> None:
         self.sums.zero_()
+
+
+def set_fixed_weights(model: SelfLabelModel, weights: Any) -> None:
+    """Set ``model``'s eq. 6 weights when ``weights`` (``TrainerConfig.modality_weights``) is a
+    mapping; errors name the config field."""
+    if isinstance(weights, Mapping):
+        try:
+            model.set_modality_weights(weights)
+        except ValueError as e:
+            raise ValueError(f"TrainerConfig.modality_weights: {e}") from None
 
 
 def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torch.Tensor | None,

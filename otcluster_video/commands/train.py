@@ -252,6 +252,8 @@ def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, de
          process_group: Any, resume: bool, resuming: bool, progress: bool) -> list[dict]:
     rank, world = rank_world(process_group)
     dataset = AVDataset(videos, config, train=True)
+    at = config.clustering.stability_position  # the two clips of "stability" at one moment
+    stability = None if at is None else AVDataset(videos, config, train=True, position=at)
     tcfg = trainer_config(
         config,
         checkpoint_dir=paths.checkpoints,
@@ -266,6 +268,7 @@ def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, de
         device=device,
         process_group=process_group,
         ground_truth=ground_truth(videos, None),
+        stability_dataset=stability,
     )
     if resuming and progress:
         print(f"resuming from {paths.checkpoint}", flush=True)

@@ -329,6 +329,26 @@ def test_stability_weights_follow_the_modality_whose_clusters_are_stable(cap):
     assert a[:3] == [0.5, 0.5, 0.5] and min(a[3:]) > 0.7, a
 
 
+class Steady(Blobs):
+    """Like :class:`OneInformative`, but ``b``'s noise is fixed per sample: two reads agree."""
+
+    def __getitem__(self, i):
+        out = super().__getitem__(i)
+        out["b"] = torch.randn(self.d, generator=torch.Generator().manual_seed(i))
+        return out
+
+
+def test_stability_is_measured_on_the_stability_dataset():
+    data = OneInformative(n=240, k=4)
+    cfg = _config(modality_weights="stability", modality_weights_floor=0.2)
+    trainer = SelfLabelTrainer(encoders(), data, cfg, stability_dataset=Steady(n=240, k=4))
+    w = [r for r in trainer.fit() if r["event"] == "clustering"][-1]["modality_weights"]
+    # b's clusters now survive the second read: b keeps its say (0.17 when redrawn, above)
+    assert w["b"] > 0.3, w
+    with pytest.raises(ValueError, match="stability_dataset must have the dataset's N=240"):
+        SelfLabelTrainer(encoders(), data, cfg, stability_dataset=Steady(n=200, k=4))
+
+
 def test_equal_weighting_records_no_weights_and_keeps_the_mean():
     data = Blobs(n=120, k=4)
     trainer = SelfLabelTrainer(encoders(), data, _config(epochs=2))

@@ -92,8 +92,10 @@ def test_sections_use_the_core_field_names():
     cfg = load_preset("cpu", {"training.prior": "uniform", "training.align": "greedy"})
     core = {f.name for f in dataclasses.fields(TrainerConfig)}
     heads = {f.name for f in dataclasses.fields(HeadConfig)}
-    # clustering.label_weights is the recipe's own (how label / evaluate weigh the streams)
-    assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core | {"label_weights"}
+    # clustering.label_weights is the recipe's own (how label / evaluate weigh the streams), and
+    # .stability_position (which clips the train command gives the trainer's stability_dataset)
+    assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core | {"label_weights",
+                                                                          "stability_position"}
     assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core
     # training.threads and .kernels are the recipe's own (how the command runs the trainer)
     assert {f.name for f in dataclasses.fields(cfg.training)} <= core | {"threads", "kernels"}
@@ -268,7 +270,13 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="clustering.stability_max_samples"):
             load_preset("cpu", {"clustering.stability_max_samples": bad})
-    for cfg in (fixed, info, stable):
+    for bad in (-0.1, 1.5, "middle"):
+        with pytest.raises(ValueError, match="clustering.stability_position"):
+            load_preset("cpu", {"clustering.stability_position": bad})
+    moment = load_preset("cpu", {"clustering.modality_weights": "stability",
+                                 "clustering.stability_position": 0.5})
+    assert moment.clustering.stability_position == 0.5
+    for cfg in (fixed, info, stable, moment):
         path = tmp_path / "c.toml"
         path.write_text(config_to_toml(cfg))
         assert load_preset(path) == cfg

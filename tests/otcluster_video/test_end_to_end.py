@@ -262,10 +262,17 @@ def test_select_ranks_runs_of_the_same_videos_by_the_agreement_of_their_streams(
     from otcluster_video.commands.select import select_runs
 
     other = workspace / "run_seed1"
+    # this run also weighs the streams by their stability, on 8 of the 12 videos, both clips
+    # of a video at its middle
+    stable = ['clustering.modality_weights="stability"', "clustering.stability_max_samples=8",
+              "clustering.stability_position=0.5"]
     argv = ["train", "--data", str(run / "manifest.csv"), "--out", str(other), "--preset",
             str(workspace / "tiny.toml"), "--epochs", "3", "--set", "training.seed=1", "--device", "cpu",
-            "--quiet"]
+            "--quiet", *(a for o in stable for a in ("--set", o))]
     assert cli.main(argv) == 0
+    history = [json.loads(line) for line in (other / "history.jsonl").read_text().splitlines()]
+    weights = [h["modality_weights"] for h in history if h["event"] == "clustering"]
+    assert weights and all(sum(w.values()) == pytest.approx(1.0) for w in weights)
     ranked = select_runs([run, other], progress=False)
     assert {r.run for r in ranked} == {run, other}
     assert ranked[0].agreement >= ranked[1].agreement
@@ -306,6 +313,29 @@ def test_select_ranks_runs_of_the_same_videos_by_the_agreement_of_their_streams(
     assert cli.main(["select", str(run), str(moved), "--device", "cpu", "--quiet"]) == 2
     assert "was trained on other videos" in capsys.readouterr().err
     assert cli.main(["select", str(workspace / "videos"), "--device", "cpu", "--quiet"]) == 2
+
+
+def test_stability_clips_are_taken_where_the_configuration_says(run, workspace, monkeypatch):
+    from otcluster_video.commands import train as train_cmd
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(encoders, dataset, config, **kw):
+        seen.append((dataset, kw["stability_dataset"], config))
+        raise Stop
+
+    monkeypatch.setattr(train_cmd, "SelfLabelTrainer", fake)
+    base = ["train", "--data", str(run / "manifest.csv"), "--preset", str(workspace / "tiny.toml"),
+            "--device", "cpu", "--quiet", "--set", 'clustering.modality_weights="stability"']
+    for i, extra in enumerate([[], ["--set", "clustering.stability_position=0.25"]]):
+        with pytest.raises(Stop):
+            cli.main([*base, "--out", str(workspace / f"run_stability{i}"), *extra])
+    (train0, none, cfg), (train1, at, _) = seen
+    assert none is None and cfg.modality_weights == "stability"
+    assert at.train and at.position == 0.25 and train1.position is None and len(at) == len(train1)
 
 
 def test_a_replaced_manifest_is_refused(run, workspace, capsys):
