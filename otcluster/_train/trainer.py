@@ -142,9 +142,9 @@ class SelfLabelTrainer:
         H, K = cfg.heads.n_heads, cfg.heads.n_clusters
         self.n_samples = N = dataset_size(dataset, self.world_size, K)
         self.ground_truth = check_ground_truth(ground_truth, N)
-        self.stability_dataset = dataset if stability_dataset is None else stability_dataset
-        if dataset_size(self.stability_dataset, self.world_size, K) != N:
+        if stability_dataset is not None and dataset_size(stability_dataset, self.world_size, K) != N:
             raise ValueError(f"stability_dataset must have the dataset's N={N} items")
+        self.stability_dataset = dataset if stability_dataset is None else stability_dataset
 
         self.model = build_model(encoders, cfg.heads, cfg.seed, dataset, collate_fn, self.device)
         self._amp = bool(cfg.amp and self.device.type == "cuda")

@@ -253,7 +253,8 @@ def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, de
     rank, world = rank_world(process_group)
     dataset = AVDataset(videos, config, train=True)
     at = config.clustering.stability_position  # the two clips of "stability" at one moment
-    stability = None if at is None else AVDataset(videos, config, train=True, position=at)
+    stability = None if at is None or config.clustering.modality_weights != "stability" \
+        else AVDataset(videos, config, train=True, position=at)
     tcfg = trainer_config(
         config,
         checkpoint_dir=paths.checkpoints,

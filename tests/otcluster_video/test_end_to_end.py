@@ -333,9 +333,13 @@ def test_stability_clips_are_taken_where_the_configuration_says(run, workspace, 
     for i, extra in enumerate([[], ["--set", "clustering.stability_position=0.25"]]):
         with pytest.raises(Stop):
             cli.main([*base, "--out", str(workspace / f"run_stability{i}"), *extra])
-    (train0, none, cfg), (train1, at, _) = seen
+    with pytest.raises(Stop):  # a position without "stability" builds no second dataset
+        cli.main([*base[:-2], "--out", str(workspace / "run_stability2"),
+                  "--set", "clustering.stability_position=0.25"])
+    (train0, none, cfg), (train1, at, _), (_, unused, equal) = seen
     assert none is None and cfg.modality_weights == "stability"
     assert at.train and at.position == 0.25 and train1.position is None and len(at) == len(train1)
+    assert unused is None and equal.modality_weights == "equal"
 
 
 def test_a_replaced_manifest_is_refused(run, workspace, capsys):
