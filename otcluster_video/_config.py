@@ -19,17 +19,7 @@ from typing import Any, ClassVar
 from otcluster._schedule import LR_SCHEDULES  # the core's TrainerConfig.lr_schedule
 from otcluster._train.weighting import WEIGHTINGS  # the core's TrainerConfig.modality_weights
 
-from ._rules import (
-    _COUNT,
-    _FRACTION,
-    _PROBABILITY,
-    Rule,
-    _above,
-    _at_least,
-    _num,
-    _renamed,
-    _validate,
-)
+from ._rules import _COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _renamed, _validate
 from .models import EncoderConfig
 
 __all__ = ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
@@ -44,12 +34,7 @@ KERNEL_KINDS = ("fast", "portable")
 def _prior_ok(p: Any) -> bool:
     if isinstance(p, str):
         return p in PRIOR_KINDS
-    return (
-        isinstance(p, tuple)
-        and len(p) >= 2
-        and all(_num(x) and x >= 0 for x in p)
-        and sum(p) > 0
-    )
+    return isinstance(p, tuple) and len(p) >= 2 and all(_num(x) and x >= 0 for x in p) and sum(p) > 0
 
 
 @dataclass(frozen=True)
@@ -362,6 +347,7 @@ class ClusteringConfig:
     with ``modality_weights_floor`` and ``_warmup`` (:class:`otcluster.TrainerConfig`), or fixed
     weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset, fresh at
     every clustering) that ``"stability"`` measures on, to bound its two extra passes;
+    ``stability_every``: measure at every n-th clustering only, keeping the weights between;
     ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
     (end), so they differ only by the other augmentations (left out: each clip as in training).
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
@@ -378,6 +364,7 @@ class ClusteringConfig:
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
     stability_max_samples: int = 4096
+    stability_every: int = 1
     stability_position: float | None = None
     label_weights: str = "training"
 
@@ -392,8 +379,8 @@ class ClusteringConfig:
         "sinkhorn_scaling_stages": _at_least(0),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "stability_max_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                                  "a positive integer"),
+        "stability_max_samples": _at_least(1),
+        "stability_every": _at_least(1),
         "stability_position": (lambda v: v is None or (_num(v) and 0 <= v <= 1),
                                "a number in [0, 1], or left out (random, as in training)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),

@@ -67,6 +67,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "stability_max_samples": (_opt(_pos_int), "a positive integer or None"),
+    "stability_every": (_pos_int, "a positive integer"),
     "n_clusterings": (_pos_int, "a positive integer"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
@@ -165,6 +166,10 @@ class TrainerConfig:
         every sample). Bounds the two extra passes' cost: at most ``2 * stability_max_samples``
         samples per clustering (the kappa's standard error is at most about
         ``0.5 / sqrt(n) / (1 - p_e)``, ``p_e`` its chance agreement).
+    stability_every : int, default 1
+        With ``"stability"``: measure the kappas at every ``stability_every``-th clustering
+        after the warm-up (the first one included) and keep the weights in between, dividing
+        the two extra passes' cost by about this factor.
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
@@ -238,6 +243,7 @@ class TrainerConfig:
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
     stability_max_samples: int | None = 4096
+    stability_every: int = 1
     n_clusterings: int = 100
     schedule_power: float = 1.5
     align: str | None = "exact"

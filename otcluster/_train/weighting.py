@@ -8,9 +8,9 @@ cluster sizes. A modality whose heads cannot predict the labels better than thei
 the least weight, ``modality_weights_floor``, and mostly stops steering the clustering (it is
 still trained on the labels, and regains weight when it learns to predict them).
 
-``modality_weights="stability"``: before every clustering, two passes over the training set
-give two independent augmented views of every sample (of a random subset of
-``stability_max_samples``, fresh at every clustering); a modality's weight grows with the
+``modality_weights="stability"``: before every clustering (or every ``stability_every``-th),
+two passes over the training set give two independent augmented views of every sample (of a
+random subset of ``stability_max_samples``, fresh at every clustering); a modality's weight grows with the
 agreement of its own heads' argmax between the two views, corrected for chance (Cohen's kappa):
 a modality whose clusters follow what its augmentations change (a crop, a pitch shift) rather
 than what the sample is gets little say in the shared labels.
@@ -193,16 +193,19 @@ def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torc
     (``modality_weights_warmup``) is over, set ``model``'s eq. 6 weights: with
     ``modality_weights="information"`` from the cross-entropies in ``fit`` (summed over the
     ranks, then reset) against ``labels``, once a step was measured; with ``"stability"`` from
-    the kappas that ``stability()`` measures (:func:`stability_kappas`). Otherwise they stay.
+    the kappas that ``stability()`` measures (:func:`stability_kappas`), at every
+    ``stability_every``-th clustering from the warm-up's end. Otherwise they stay.
 
     Returns the weights in use (by modality), or None for fixed weights."""
     mode = config.modality_weights
     if mode not in ("information", "stability"):
         return None
-    started = n_clusterings >= round(config.modality_weights_warmup * n_scheduled)
+    start = round(config.modality_weights_warmup * n_scheduled)
+    started = n_clusterings >= start
     w = None
     if mode == "stability":
-        if started and stability is not None:
+        due = (n_clusterings - start) % config.stability_every == 0
+        if started and due and stability is not None:
             w = stability_weights(stability(), config.modality_weights_floor)
     else:
         sums = all_reduce_sum(fit.sums.clone(), process_group).cpu()

@@ -221,6 +221,9 @@ def test_stability_subset_is_one_subset_shared_by_the_ranks(n, world, cap, seed)
 def test_bad_stability_cap_names_the_field(value):
     with pytest.raises(ValueError, match="TrainerConfig.stability_max_samples"):
         TrainerConfig(stability_max_samples=value).validate()
+    if value is not None:
+        with pytest.raises(ValueError, match="TrainerConfig.stability_every"):
+            TrainerConfig(stability_every=value).validate()
 
 
 def test_stability_subsets_differ_between_clusterings():
@@ -329,6 +332,27 @@ def test_stability_weights_follow_the_modality_whose_clusters_are_stable(cap):
     assert a[:3] == [0.5, 0.5, 0.5] and min(a[3:]) > 0.7, a
 
 
+def test_stability_every_measures_every_nth_clustering_and_keeps_the_weights(monkeypatch):
+    from otcluster._train import trainer as trainer_module
+
+    measured = []
+    real = trainer_module.stability_kappas
+
+    def spy(*args, **kwargs):
+        measured.append(kwargs.get("seed", args[-1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "stability_kappas", spy)
+    data = OneInformative(n=240, k=4)
+    cfg = _config(modality_weights="stability", stability_every=2, n_clusterings=6,
+                  modality_weights_warmup=0.2)  # warm-up: clustering 0; measured at 1, 3, 5
+    history = SelfLabelTrainer(encoders(), data, cfg).fit()
+    a = [r["modality_weights"]["a"] for r in history if r["event"] == "clustering"]
+    assert len(a) == 6 and len(measured) == 3, (a, measured)
+    assert a[0] == 0.5 and a[1] > 0.7 and a[2] == a[1] and a[4] == a[3], a
+    assert a[1] != a[3] or a[3] != a[5], a  # each measurement set them anew
+
+
 class Steady(Blobs):
     """Like :class:`OneInformative`, but ``b``'s noise is fixed per sample: two reads agree."""
 
@@ -397,13 +421,13 @@ class CrashAfterEpoch2(SelfLabelTrainer):
             raise _Crash
 
 
-@pytest.mark.parametrize("mode,cap", [("information", None), ("stability", None),
-                                      ("stability", 50)])
-def test_adaptive_weights_resume_exactly(tmp_path, mode, cap):
+@pytest.mark.parametrize("mode,cap,every", [("information", None, 1), ("stability", None, 1),
+                                            ("stability", 50, 1), ("stability", None, 2)])
+def test_adaptive_weights_resume_exactly(tmp_path, mode, cap, every):
     data = Blobs(n=150, k=4)
     cfg = dict(heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3),
-               n_clusterings=3, prior="gaussian", modality_weights=mode,
-               stability_max_samples=cap)
+               n_clusterings=3 + every, prior="gaussian", modality_weights=mode,
+               stability_max_samples=cap, stability_every=every)
     full = SelfLabelTrainer(encoders(seed=5), data, _config(checkpoint_dir=str(tmp_path / "f"), **cfg))
     full.fit()
     crashing = CrashAfterEpoch2(encoders(seed=5), data,

@@ -264,12 +264,15 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
     t = trainer_config(info)
     assert (t.modality_weights, t.modality_weights_floor) == ("information", 0.1)
     stable = load_preset("cpu", {"clustering.modality_weights": "stability",
-                                 "clustering.stability_max_samples": 64})
+                                 "clustering.stability_max_samples": 64,
+                                 "clustering.stability_every": 3})
     assert trainer_config(stable).modality_weights == "stability"
     assert trainer_config(stable).stability_max_samples == 64
-    for bad in (0, 1.5, True):
-        with pytest.raises(ValueError, match="clustering.stability_max_samples"):
-            load_preset("cpu", {"clustering.stability_max_samples": bad})
+    assert trainer_config(stable).stability_every == 3
+    for key in ("stability_max_samples", "stability_every"):
+        for bad in (0, 1.5, True):
+            with pytest.raises(ValueError, match=f"clustering.{key}"):
+                load_preset("cpu", {f"clustering.{key}": bad})
     for bad in (-0.1, 1.5, "middle"):
         with pytest.raises(ValueError, match="clustering.stability_position"):
             load_preset("cpu", {"clustering.stability_position": bad})
