@@ -137,6 +137,11 @@ def test_seed_sets_the_data_and_the_training_seed(tmp_path, monkeypatch):
         run_demo(tmp_path / "d", seed=4, progress=False)
     assert seen["seed"] == 4 and seen["n_videos"] == DEMO_DATA["n_videos"]
     assert seen["overrides"]["training.seed"] == 4
+    # the demo trains with equal stream weights, the cpu preset with its stability weights
+    from otcluster_video import load_preset
+    assert seen["overrides"]["clustering.modality_weights"] == "equal"
+    assert load_preset("cpu").clustering.modality_weights == "stability"
+    assert load_preset("cpu", seen["overrides"]).clustering.modality_weights == "equal"
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="seed must be an integer >= 0"):
             run_demo(tmp_path / "e", seed=bad, progress=False)
@@ -230,8 +235,9 @@ def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path):
     # PyAV bundles its libavutil: it writes and decodes the videos) is bit-identical.
     # With the "fast" kernels it is not on an AVX-512 CPU: oneDNN's AVX2 convolutions round
     # differently (measured: 20 of 24 labels the same; docs/video.md, "Reproducibility").
-    here = _tiny_run(tmp_path / "here", 1)
-    avx2 = _tiny_run(tmp_path / "avx2", 1, env={**_CPU_EMULATION, **_ffmpeg_avx2()})
+    preset = {"clustering.modality_weights": "stability"}  # the preset's (the demo: equal)
+    here = _tiny_run(tmp_path / "here", 1, preset)
+    avx2 = _tiny_run(tmp_path / "avx2", 1, preset, env={**_CPU_EMULATION, **_ffmpeg_avx2()})
     assert here["mkl"] in (None, "COMPATIBLE")
     assert len(here["labels"]) == 24
     assert avx2["weights"] == here["weights"]
@@ -243,7 +249,10 @@ def test_training_threads_1_gives_the_same_run_on_1_2_and_4_threads(tmp_path):
     # training.threads = 1 trains on one torch thread whatever the process has, so the
     # thread-dependent sums of oneDNN's convolution weight gradients (see above) cannot differ;
     # labelling (forward passes only) is bit-identical across thread counts anyway.
-    runs = [_tiny_run(tmp_path / f"t{n}", n, {"training.threads": 1}) for n in (1, 2, 4)]
+    # With the cpu preset's stability weights (the demo overrides them with equal ones), so the
+    # two extra passes and the kappas are covered too.
+    extra = {"training.threads": 1, "clustering.modality_weights": "stability"}
+    runs = [_tiny_run(tmp_path / f"t{n}", n, extra) for n in (1, 2, 4)]
     assert len(runs[0]["labels"]) == 24
     for other in runs[1:]:
         assert other["weights"] == runs[0]["weights"]

@@ -9,6 +9,7 @@ minute or two on 2 cores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -328,17 +329,26 @@ def test_stability_clips_are_taken_where_the_configuration_says(run, workspace, 
         raise Stop
 
     monkeypatch.setattr(train_cmd, "SelfLabelTrainer", fake)
-    base = ["train", "--data", str(run / "manifest.csv"), "--preset", str(workspace / "tiny.toml"),
-            "--device", "cpu", "--quiet", "--set", 'clustering.modality_weights="stability"']
-    for i, extra in enumerate([[], ["--set", "clustering.stability_position=0.25"]]):
+    tiny = load_preset(workspace / "tiny.toml")
+    assert tiny.clustering.stability_position == 0.5  # the cpu preset's
+    anywhere = workspace / "tiny_anywhere.toml"  # the same without a position
+    anywhere.write_text(config_to_toml(dataclasses.replace(
+        tiny, clustering=dataclasses.replace(tiny.clustering, stability_position=None))))
+    base = ["train", "--data", str(run / "manifest.csv"), "--device", "cpu", "--quiet",
+            "--set", 'clustering.modality_weights="stability"']
+    for i, extra in enumerate([["--preset", str(anywhere)],
+                               ["--preset", str(workspace / "tiny.toml")],
+                               ["--preset", str(anywhere), "--set",
+                                "clustering.stability_position=0.25"]]):
         with pytest.raises(Stop):
             cli.main([*base, "--out", str(workspace / f"run_stability{i}"), *extra])
     with pytest.raises(Stop):  # a position without "stability" builds no second dataset
-        cli.main([*base[:-2], "--out", str(workspace / "run_stability2"),
-                  "--set", "clustering.stability_position=0.25"])
-    (train0, none, cfg), (train1, at, _), (_, unused, equal) = seen
+        cli.main([*base[:-2], "--preset", str(workspace / "tiny.toml"), "--out",
+                  str(workspace / "run_stability3"), "--set", 'clustering.modality_weights="equal"'])
+    (train0, none, cfg), (_, middle, _), (train2, at, _), (_, unused, equal) = seen
     assert none is None and cfg.modality_weights == "stability"
-    assert at.train and at.position == 0.25 and train1.position is None and len(at) == len(train1)
+    assert middle.train and middle.position == 0.5
+    assert at.train and at.position == 0.25 and train2.position is None and len(at) == len(train2)
     assert unused is None and equal.modality_weights == "equal"
 
 
