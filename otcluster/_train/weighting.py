@@ -10,10 +10,10 @@ still trained on the labels, and regains weight when it learns to predict them).
 
 ``modality_weights="stability"``: before every clustering (or every ``stability_every``-th),
 two passes over the training set give two independent augmented views of every sample (of a
-random subset of ``stability_max_samples``, fresh at every clustering); a modality's weight grows with the
-agreement of its own heads' argmax between the two views, corrected for chance (Cohen's kappa):
-a modality whose clusters follow what its augmentations change (a crop, a pitch shift) rather
-than what the sample is gets little say in the shared labels.
+random subset of ``stability_max_samples``, fresh at every clustering); a modality's weight
+grows with the agreement of its own heads' argmax between the two views, corrected for chance
+(Cohen's kappa): a modality whose clusters follow what its augmentations change (a crop, a
+pitch shift) rather than what the sample is gets little say in the shared labels.
 """
 
 from __future__ import annotations
