@@ -193,8 +193,9 @@ def test_label_training_videos(run, capsys):
 
 
 def test_label_weighs_the_streams_as_the_configuration_says(run, workspace):
-    """cpu preset: each stream (per head) by its heads' confidence; "training": the plain mean.
-    Checked against an independent computation from the heads' log-probabilities."""
+    """cpu preset: each stream (per head) by its heads' confidence; "training": the weights
+    it was trained with (the preset's stability weights). Checked against an independent
+    computation from the heads' log-probabilities."""
     import math
 
     from otcluster_video.commands import _inference
@@ -210,20 +211,28 @@ def test_label_weighs_the_streams_as_the_configuration_says(run, workspace):
         return max(1 - float(-(p.exp() * p).sum(-1).mean()) / math.log(N_CLASSES), 0.0)
 
     cv, ca = confidence("video"), confidence("audio")
+    wv, wa = (float(w) for w in loaded.model.modality_weights)  # the stability weights
+    assert abs(wv - wa) > 1e-3, "the tiny run trained with equal weights: nothing to tell apart"
     weighted = (cv * lp["video"][h].double() + ca * lp["audio"][h].double()).argmax(-1)
-    plain = (lp["video"][h] + lp["audio"][h]).argmax(-1)
-    for copy, expected in (("run_confidence", weighted), ("run_training_weights", plain)):
-        other = workspace / copy
+    trained = (wv * lp["video"][h].double() + wa * lp["audio"][h].double()).argmax(-1)
+    for mode, expected in (("confidence", weighted), ("training", trained)):
+        other = workspace / f"run_{mode}"
         shutil.copytree(run, other)
-        if copy == "run_training_weights":
-            cfg = other / "config.toml"
-            text = cfg.read_text()
-            assert 'label_weights = "confidence"' in text
-            cfg.write_text(text.replace('label_weights = "confidence"', 'label_weights = "training"'))
+        cfg = other / "config.toml"
+        text = cfg.read_text()
+        assert 'label_weights = "confidence"' in text
+        cfg.write_text(text.replace('label_weights = "confidence"', f'label_weights = "{mode}"'))
         assert cli.main(["label", "--run", str(other), "--device", "cpu", "--quiet"]) == 0
         with open(other / "labels.csv", newline="") as f:
             got = [int(r["label"]) for r in csv.DictReader(f)]
-        assert got == expected.tolist(), copy
+        assert got == expected.tolist(), mode
+        # the weights themselves (on this tiny run both give the same labels as the plain mean)
+        relabel = _inference.load_run(other, "cpu")
+        given = _inference.stream_weights(relabel, lp)
+        if mode == "confidence":
+            assert given == "confidence"
+        else:
+            assert given == pytest.approx([wv, wa])
 
 
 def test_label_new_videos(run, workspace):
