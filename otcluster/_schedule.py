@@ -1,4 +1,5 @@
-"""When to re-cluster, and the learning-rate schedules (pure functions of the step).
+"""When to re-cluster, the learning-rate schedules (pure functions of the step) and the
+optimisers.
 
 The paper's code clusters at the training steps ``epochs * n_batches * (linspace(0, 1, n) ** p)``
 (read in decreasing order and popped from the end), so the first clustering is at step 0 and the
@@ -8,13 +9,33 @@ clusterings are denser early in training (``p = 1.5`` in SeLaVi, ``p = 2`` in Se
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup", "WarmupCosine", "LR_SCHEDULES"]
+__all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup", "WarmupCosine", "LR_SCHEDULES",
+           "OPTIMIZERS", "make_optimizer"]
 
 #: ``TrainerConfig.lr_schedule`` values
 LR_SCHEDULES = ("constant", "cosine")
+#: ``TrainerConfig.optimizer`` values
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(params: Any, name: str, lr: float, momentum: float, weight_decay: float
+                   ) -> torch.optim.Optimizer:
+    """``"sgd"`` (with ``momentum``; the paper's) or ``"adamw"`` (torch's default betas,
+    decoupled ``weight_decay``; ``momentum`` unused) over ``params``.
+
+    >>> make_optimizer([torch.zeros(1, requires_grad=True)], "adamw", 1e-3, 0.9, 0.0).__class__.__name__
+    'AdamW'
+    """
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -> list[int]:

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from otcluster._schedule import LR_SCHEDULES  # the core's TrainerConfig.lr_schedule
+from otcluster._schedule import LR_SCHEDULES, OPTIMIZERS  # the core's TrainerConfig values
 from otcluster._train.weighting import WEIGHTINGS  # the core's TrainerConfig.modality_weights
 
 from ._rules import _COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _renamed, _validate
@@ -257,7 +257,7 @@ class TrainingConfig:
 
     ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK lambda.
     ``lr_schedule``: after the warm-up, ``"constant"`` (the paper's) or ``"cosine"`` (decaying
-    to 0 at the last step).
+    to 0 at the last step). ``optimizer``: ``"sgd"`` (the paper's) or ``"adamw"``.
     ``prior``: ``"uniform"``, ``"gaussian"`` (sizes ``N(1, prior_sigma)``, the paper's), ``"zipf"``
     (``p_k ∝ k ** -zipf_exponent``) or K shares (in a preset also ``"file:sizes.txt"``).
     ``align`` matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
@@ -276,6 +276,7 @@ class TrainingConfig:
     momentum: float = 0.9
     warmup_epochs: int = 10
     lr_schedule: str = "constant"
+    optimizer: str = "sgd"
     lam: float = 20.0
     prior: str | tuple[float, ...] = "gaussian"
     prior_sigma: float = 0.1
@@ -296,6 +297,7 @@ class TrainingConfig:
         "momentum": _FRACTION,
         "warmup_epochs": _at_least(0),
         "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
+        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
         "lam": _above(0),
         "prior": (
             _prior_ok,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._heads import HeadConfig
-from .._schedule import LR_SCHEDULES
+from .._schedule import LR_SCHEDULES, OPTIMIZERS
 from .._solver import PRIOR_KINDS, validate_prior
 from .weighting import WEIGHTINGS
 
@@ -56,6 +56,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": (_nonneg_float, "a non-negative number"),
     "warmup_epochs": (_nonneg_int, "a non-negative integer"),
     "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
+    "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
     "lam": (_pos_float, "a positive number"),
     "prior_sigma": (_nonneg_float, "a non-negative number"),
     "zipf_exponent": (_nonneg_float, "a non-negative number"),
@@ -104,8 +105,12 @@ class TrainerConfig:
     epochs, batch_size : int
         Training length and per-process batch size.
     lr, momentum, weight_decay : float
-        SGD; ``lr`` is reached after ``warmup_epochs`` of linear warm-up, then follows
-        ``lr_schedule``. (The paper warms up to ``0.01 x world size``: scale ``lr`` yourself.)
+        Of the ``optimizer``; ``lr`` is reached after ``warmup_epochs`` of linear warm-up, then
+        follows ``lr_schedule``. (The paper warms up to ``0.01 x world size``: scale ``lr``
+        yourself.)
+    optimizer : {"sgd", "adamw"}, default "sgd"
+        SGD with ``momentum`` (the paper's) or AdamW (torch's default betas, decoupled
+        ``weight_decay``; ``momentum`` unused). A checkpoint resumes only with its own.
     warmup_epochs : int
     lr_schedule : {"constant", "cosine"}, default "constant"
         After the warm-up: ``"constant"`` (the paper's) or ``"cosine"``, decaying to 0 at the
@@ -233,6 +238,7 @@ class TrainerConfig:
     weight_decay: float = 1e-5
     warmup_epochs: int = 10
     lr_schedule: str = "constant"
+    optimizer: str = "sgd"
     lam: float = 20.0
     prior: str | list = "gaussian"
     prior_sigma: float = 0.1

@@ -38,6 +38,7 @@ def trainer_state(trainer: SelfLabelTrainer) -> dict:
         "format": FORMAT,
         "model": t.model.state_dict(),
         "optimizer": t.optimizer.state_dict(),
+        "optimizer_kind": t.config.optimizer,
         "scheduler": t.scheduler.state_dict(),
         "scaler": t.scaler.state_dict(),
         "labels": t.labels_,
@@ -81,6 +82,10 @@ def restore_trainer(trainer: SelfLabelTrainer, state: dict) -> None:
     if prior is not None and tuple(prior.shape) != (H, K):
         raise ValueError(f"checkpoint has {tuple(prior.shape)} (heads, clusters), the "
                          f"config ({H}, {K})")
+    kind = state.get("optimizer_kind", "sgd")  # older checkpoints: SGD, the only one then
+    if kind != t.config.optimizer:
+        raise ValueError(f"checkpoint was trained with optimizer {kind!r}, the config has "
+                         f"{t.config.optimizer!r}")
     t.model.load_state_dict(state["model"])
     t.optimizer.load_state_dict(state["optimizer"])
     t.scheduler.load_state_dict(state["scheduler"])

@@ -289,6 +289,40 @@ def test_resume_after_sigkill_gives_the_uninterrupted_labels(tmp_path):
     assert torch.equal(a["labels"], b["labels"])
 
 
+def test_adamw_resumes_exactly_and_a_checkpoint_keeps_its_optimizer(tmp_path):
+    data = Blobs(n=150, k=4)
+
+    def cfg(d, kind="adamw"):
+        return dataclasses.replace(_config(d, epochs=3), optimizer=kind, lr=1e-3)
+
+    full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
+    assert isinstance(full.optimizer, torch.optim.AdamW)
+    full.fit()
+    crashing = CrashAfterEpoch(encoders(seed=5), data, cfg(tmp_path / "resumed"))
+    with pytest.raises(_Crash):
+        crashing.fit()
+    resumed = SelfLabelTrainer(encoders(seed=99), data, cfg(tmp_path / "resumed"))
+    resumed.fit()
+    assert torch.equal(resumed.labels_, full.labels_)
+    for name, p in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0)
+    # AdamW's moments are in the checkpoint: another optimiser cannot resume it, and says so
+    with pytest.raises(ValueError, match="trained with optimizer 'adamw', the config has 'sgd'"):
+        SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full", "sgd")).fit()
+    # a checkpoint from before the optimizer field was SGD's: it resumes with "sgd"
+    sgd_dir = tmp_path / "sgd"
+    SelfLabelTrainer(encoders(seed=5), data, dataclasses.replace(cfg(sgd_dir, "sgd"), epochs=1)).fit()
+    state = torch.load(sgd_dir / CHECKPOINT_NAME, weights_only=True)
+    del state["optimizer_kind"]
+    torch.save(state, sgd_dir / CHECKPOINT_NAME)
+    old = SelfLabelTrainer(encoders(seed=5), data, cfg(sgd_dir, "sgd"))
+    assert isinstance(old.optimizer, torch.optim.SGD)
+    old.fit()
+    assert old.epoch_ == 3
+    with pytest.raises(ValueError, match="TrainerConfig.optimizer must be one of"):
+        dataclasses.replace(_config(None), optimizer="lars").validate()
+
+
 def test_a_cosine_schedule_resumes_exactly_and_ends_at_zero(tmp_path):
     data = Blobs(n=150, k=4)
 

@@ -309,6 +309,22 @@ def test_lr_schedule_reaches_the_trainer(tmp_path):
             load_preset("cpu", {"training.lr_schedule": bad})
 
 
+def test_optimizer_reaches_the_trainer_and_round_trips(tmp_path):
+    from otcluster_video._build import trainer_config
+    from otcluster_video._preset import config_to_toml
+
+    for preset in ("paper", "cpu"):
+        assert trainer_config(load_preset(preset)).optimizer == "sgd"  # the paper's
+    cfg = load_preset("cpu", {"training.optimizer": "adamw", "training.lr": 1e-3})
+    assert (trainer_config(cfg).optimizer, trainer_config(cfg).lr) == ("adamw", 1e-3)
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(cfg))
+    assert load_preset(path) == cfg
+    for bad in ("adam", "SGD", 1):
+        with pytest.raises(ValueError, match="training.optimizer"):
+            load_preset("cpu", {"training.optimizer": bad})
+
+
 def test_optional_tau_round_trips_through_the_run_config(tmp_path):
     from otcluster_video._preset import config_to_toml
 
