@@ -289,6 +289,23 @@ def test_resume_after_sigkill_gives_the_uninterrupted_labels(tmp_path):
     assert torch.equal(a["labels"], b["labels"])
 
 
+def _resume_after_crash(data, cfg, folder):
+    """Train with ``cfg(folder)`` until a crash after the first epoch, then resume to the end
+    from other initial weights (the checkpoint must replace them)."""
+    with pytest.raises(_Crash):
+        CrashAfterEpoch(encoders(seed=5), data, cfg(folder)).fit()
+    resumed = SelfLabelTrainer(encoders(seed=99), data, cfg(folder))
+    resumed.fit()
+    return resumed
+
+
+def _assert_same_training(resumed, full):
+    """The same labels and, to the last bit, the same weights."""
+    assert torch.equal(resumed.labels_, full.labels_)
+    for name, p in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0)
+
+
 def test_adamw_resumes_exactly_and_a_checkpoint_keeps_its_optimizer(tmp_path):
     data = Blobs(n=150, k=4)
 
@@ -298,14 +315,7 @@ def test_adamw_resumes_exactly_and_a_checkpoint_keeps_its_optimizer(tmp_path):
     full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
     assert isinstance(full.optimizer, torch.optim.AdamW)
     full.fit()
-    crashing = CrashAfterEpoch(encoders(seed=5), data, cfg(tmp_path / "resumed"))
-    with pytest.raises(_Crash):
-        crashing.fit()
-    resumed = SelfLabelTrainer(encoders(seed=99), data, cfg(tmp_path / "resumed"))
-    resumed.fit()
-    assert torch.equal(resumed.labels_, full.labels_)
-    for name, p in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0)
+    _assert_same_training(_resume_after_crash(data, cfg, tmp_path / "resumed"), full)
     # AdamW's moments are in the checkpoint: another optimiser cannot resume it, and says so
     with pytest.raises(ValueError, match="trained with optimizer 'adamw', the config has 'sgd'"):
         SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full", "sgd")).fit()
@@ -332,15 +342,9 @@ def test_a_cosine_schedule_resumes_exactly_and_ends_at_zero(tmp_path):
     full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
     lrs = [r["lr"] for r in full.fit() if r["event"] == "epoch"]
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and lrs[0] > lrs[1] > lrs[2] > lrs[3]
-    crashing = CrashAfterEpoch(encoders(seed=5), data, cfg(tmp_path / "resumed"))
-    with pytest.raises(_Crash):
-        crashing.fit()
-    resumed = SelfLabelTrainer(encoders(seed=99), data, cfg(tmp_path / "resumed"))
-    resumed.fit()
-    assert torch.equal(resumed.labels_, full.labels_)
+    resumed = _resume_after_crash(data, cfg, tmp_path / "resumed")
+    _assert_same_training(resumed, full)
     assert [r["lr"] for r in resumed.history_ if r["event"] == "epoch"] == lrs
-    for name, p in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0)
     constant = SelfLabelTrainer(encoders(seed=5), data, _config(None, epochs=4))
     assert [r["lr"] for r in constant.fit() if r["event"] == "epoch"] == pytest.approx([0.05] * 4)
     with pytest.raises(ValueError, match="lr_schedule"):
