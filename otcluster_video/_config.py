@@ -257,7 +257,8 @@ class TrainingConfig:
 
     ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK lambda.
     ``lr_schedule``: after the warm-up, ``"constant"`` (the paper's) or ``"cosine"`` (decaying
-    to 0 at the last step). ``optimizer``: ``"sgd"`` (the paper's) or ``"adamw"``.
+    to 0 at the last step). ``optimizer``: ``"sgd"`` (the paper's) or ``"adamw"``; either way
+    ``lr`` is per process (the run's is ``lr`` x the number of processes).
     ``prior``: ``"uniform"``, ``"gaussian"`` (sizes ``N(1, prior_sigma)``, the paper's), ``"zipf"``
     (``p_k ∝ k ** -zipf_exponent``) or K shares (in a preset also ``"file:sizes.txt"``).
     ``align`` matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
