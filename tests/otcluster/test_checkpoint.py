@@ -289,11 +289,14 @@ def test_resume_after_sigkill_gives_the_uninterrupted_labels(tmp_path):
     assert torch.equal(a["labels"], b["labels"])
 
 
-def _resume_after_crash(data, cfg, folder):
-    """Train with ``cfg(folder)`` until a crash after the first epoch, then resume to the end
-    from other initial weights (the checkpoint must replace them)."""
+def _resume_after_crash(data, cfg, folder, edit=None):
+    """Train with ``cfg(folder)`` until a crash after the first epoch, then (after
+    ``edit(checkpoint path)``, if given) resume to the end from other initial weights (the
+    checkpoint must replace them)."""
     with pytest.raises(_Crash):
         CrashAfterEpoch(encoders(seed=5), data, cfg(folder)).fit()
+    if edit is not None:
+        edit(folder / CHECKPOINT_NAME)
     resumed = SelfLabelTrainer(encoders(seed=99), data, cfg(folder))
     resumed.fit()
     return resumed
@@ -319,16 +322,19 @@ def test_adamw_resumes_exactly_and_a_checkpoint_keeps_its_optimizer(tmp_path):
     # AdamW's moments are in the checkpoint: another optimiser cannot resume it, and says so
     with pytest.raises(ValueError, match="trained with optimizer 'adamw', the config has 'sgd'"):
         SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full", "sgd")).fit()
-    # a checkpoint from before the optimizer field was SGD's: it resumes with "sgd"
-    sgd_dir = tmp_path / "sgd"
-    SelfLabelTrainer(encoders(seed=5), data, dataclasses.replace(cfg(sgd_dir, "sgd"), epochs=1)).fit()
-    state = torch.load(sgd_dir / CHECKPOINT_NAME, weights_only=True)
-    del state["optimizer_kind"]
-    torch.save(state, sgd_dir / CHECKPOINT_NAME)
-    old = SelfLabelTrainer(encoders(seed=5), data, cfg(sgd_dir, "sgd"))
-    assert isinstance(old.optimizer, torch.optim.SGD)
-    old.fit()
-    assert old.epoch_ == 3
+    # a checkpoint from before the optimizer field was SGD's: it resumes with "sgd", exactly
+    def sgd(d):
+        return cfg(d, "sgd")
+
+    def drop_kind(path):
+        state = torch.load(path, weights_only=True)
+        del state["optimizer_kind"]
+        torch.save(state, path)
+
+    full_sgd = SelfLabelTrainer(encoders(seed=5), data, sgd(tmp_path / "sgd_full"))
+    assert isinstance(full_sgd.optimizer, torch.optim.SGD)
+    full_sgd.fit()
+    _assert_same_training(_resume_after_crash(data, sgd, tmp_path / "sgd", drop_kind), full_sgd)
     with pytest.raises(ValueError, match="TrainerConfig.optimizer must be one of"):
         dataclasses.replace(_config(None), optimizer="lars").validate()
 
