@@ -9,13 +9,14 @@ clusterings are denser early in training (``p = 1.5`` in SeLaVi, ``p = 2`` in Se
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup", "WarmupCosine", "LR_SCHEDULES",
-           "OPTIMIZERS", "make_optimizer"]
+           "OPTIMIZERS", "make_optimizer", "modality_optimizer", "per_modality", "ChainedOptimizer"]
 
 #: ``TrainerConfig.lr_schedule`` values
 LR_SCHEDULES = ("constant", "cosine")
@@ -36,6 +37,83 @@ def make_optimizer(params: Any, name: str, lr: float, momentum: float, weight_de
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def per_modality(value: Any, modalities: list[str], name: str) -> dict[str, Any]:
+    """``{modality: value}``: one value for every modality, or a mapping that must name each
+    modality exactly once.
+
+    >>> per_modality(0.1, ["video", "audio"], "lr")
+    {'video': 0.1, 'audio': 0.1}
+    """
+    if not isinstance(value, Mapping):
+        return {m: value for m in modalities}
+    if set(value) != set(modalities):
+        raise ValueError(f"TrainerConfig.{name} has entries for {sorted(value)}, the modalities "
+                         f"are {sorted(modalities)}: give one for each")
+    return {m: value[m] for m in modalities}
+
+
+class ChainedOptimizer(torch.optim.Optimizer):
+    """Several optimisers stepped as one (e.g. AdamW for one modality, SGD for another).
+
+    ``param_groups`` are the sub-optimisers' own group dicts, so a learning-rate scheduler or a
+    ``GradScaler`` over this object acts on all of them; ``state_dict`` holds one state per
+    sub-optimiser.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = list(optimizers)
+        groups = [g for o in self.optimizers for g in o.param_groups]
+        super().__init__([{"params": g["params"]} for g in groups], {})
+        self.param_groups = groups  # shared with the sub-optimisers, not copies
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        if closure is not None:
+            raise ValueError("ChainedOptimizer.step takes no closure")
+        for o in self.optimizers:
+            o.step()
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        states = state_dict.get("optimizers")
+        if not isinstance(states, list) or len(states) != len(self.optimizers):
+            raise ValueError(f"state has {len(states) if isinstance(states, list) else 'no'} "
+                             f"optimizer states, this one chains {len(self.optimizers)}")
+        for o, s in zip(self.optimizers, states):
+            o.load_state_dict(s)
+        # torch's load makes new group dicts: share those (a scheduler must reach them)
+        self.param_groups = [g for o in self.optimizers for g in o.param_groups]
+
+
+def modality_optimizer(model: Any, name: str | Mapping[str, str], lr: float | Mapping[str, float],
+                       momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimiser of a :class:`~otcluster._train.model.SelfLabelModel`.
+
+    ``name`` and ``lr`` are one value for the whole model (one parameter group, as in the paper)
+    or ``{modality: value}``: then each modality's encoder and heads form a parameter group with
+    its own learning rate and optimiser (a :class:`ChainedOptimizer` when they differ).
+    """
+    mods = list(model.modalities)
+    kinds, lrs = per_modality(name, mods, "optimizer"), per_modality(lr, mods, "lr")
+    if len(set(kinds.values())) == 1 and not isinstance(lr, Mapping):  # one group, the paper's
+        return make_optimizer(model.parameters(), kinds[mods[0]], float(lr), momentum,
+                              weight_decay)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for m in mods:
+        params = [*model.encoders[m].parameters(), *model.heads[m].parameters()]
+        by_kind.setdefault(kinds[m], []).append({"params": params, "lr": float(lrs[m])})
+    opts = [make_optimizer(groups, kind, groups[0]["lr"], momentum, weight_decay)
+            for kind, groups in by_kind.items()]
+    return opts[0] if len(opts) == 1 else ChainedOptimizer(opts)
 
 
 def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -> list[int]:

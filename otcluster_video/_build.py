@@ -108,7 +108,9 @@ def trainer_config(
         **_same_named(config.heads, TrainerConfig),  # head_groups
     }
     fields.update(
-        lr=t.lr * world_size,
+        lr=_per_stream(tuple(x * world_size for x in t.lr) if isinstance(t.lr, tuple)
+                       else t.lr * world_size),
+        optimizer=_per_stream(t.optimizer),
         prior=t.prior if isinstance(t.prior, str) else list(t.prior),
         align=None if t.align == "none" else t.align,
         modality_weights=_modality_weights(config.clustering.modality_weights),
@@ -123,6 +125,11 @@ def trainer_config(
         show_progress=progress,
         **fields,
     )
+
+
+def _per_stream(value: Any) -> Any:
+    """A recipe's ``[video, audio]`` setting as the trainer's ``{modality: value}``."""
+    return dict(zip(("video", "audio"), value)) if isinstance(value, tuple) else value
 
 
 def _modality_weights(weights: str | tuple[float, float]) -> str | dict[str, float]:

@@ -37,6 +37,10 @@ def _prior_ok(p: Any) -> bool:
     return isinstance(p, tuple) and len(p) >= 2 and all(_num(x) and x >= 0 for x in p) and sum(p) > 0
 
 
+def _pair(v: Any, ok: Any) -> bool:  # a [video, audio] setting
+    return isinstance(v, tuple) and len(v) == 2 and all(ok(x) for x in v)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which files are usable and how samples are loaded.
@@ -257,8 +261,9 @@ class TrainingConfig:
 
     ``batch_size`` is per device (paper: 16 on each of 64 GPUs); ``lam`` is the SK lambda.
     ``lr_schedule``: after the warm-up, ``"constant"`` (the paper's) or ``"cosine"`` (decaying
-    to 0 at the last step). ``optimizer``: ``"sgd"`` (the paper's) or ``"adamw"``; either way
-    ``lr`` is per process (the run's is ``lr`` x the number of processes).
+    to 0 at the last step). ``optimizer``: ``"sgd"`` (the paper's) or ``"adamw"``, or a pair
+    ``[video, audio]`` (e.g. ``["adamw", "sgd"]``); ``lr`` a number or a pair ``[video, audio]``;
+    either way ``lr`` is per process (the run's is ``lr`` x the number of processes).
     ``prior``: ``"uniform"``, ``"gaussian"`` (sizes ``N(1, prior_sigma)``, the paper's), ``"zipf"``
     (``p_k ∝ k ** -zipf_exponent``) or K shares (in a preset also ``"file:sizes.txt"``).
     ``align`` matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
@@ -272,12 +277,12 @@ class TrainingConfig:
 
     epochs: int = 200
     batch_size: int = 16
-    lr: float = 0.01
+    lr: float | tuple[float, float] = 0.01
     weight_decay: float = 1e-5
     momentum: float = 0.9
     warmup_epochs: int = 10
     lr_schedule: str = "constant"
-    optimizer: str = "sgd"
+    optimizer: str | tuple[str, str] = "sgd"
     lam: float = 20.0
     prior: str | tuple[float, ...] = "gaussian"
     prior_sigma: float = 0.1
@@ -293,12 +298,14 @@ class TrainingConfig:
     _RULES: ClassVar[dict[str, Rule]] = {
         "epochs": _at_least(1),
         "batch_size": _at_least(1),
-        "lr": _above(0),
+        "lr": (lambda v: _pair(v, lambda x: _num(x) and x > 0) or (_num(v) and v > 0),
+               "a number > 0 or a pair [video, audio] of them"),
         "weight_decay": _at_least(0),
         "momentum": _FRACTION,
         "warmup_epochs": _at_least(0),
         "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
-        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+        "optimizer": (lambda v: v in OPTIMIZERS or _pair(v, lambda x: x in OPTIMIZERS),
+                      f"one of {OPTIMIZERS} or a pair [video, audio] of them"),
         "lam": _above(0),
         "prior": (
             _prior_ok,
@@ -319,8 +326,9 @@ class TrainingConfig:
     _CROSS: ClassVar[list] = []
 
     def __post_init__(self) -> None:
-        if isinstance(self.prior, list):
-            object.__setattr__(self, "prior", tuple(self.prior))
+        for name in ("prior", "lr", "optimizer"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
 
     prior_std = _renamed("prior_std", "prior_sigma")

@@ -42,6 +42,11 @@ def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
+def _modality_map(v: Any, check: Callable[[Any], bool]) -> bool:
+    return isinstance(v, Mapping) and len(v) > 0 and all(
+        isinstance(k, str) and check(w) for k, w in v.items())
+
+
 def _weight_map(v: Any) -> bool:
     return isinstance(v, Mapping) and len(v) > 0 and all(
         isinstance(k, str) and _nonneg_float(w) for k, w in v.items()) and sum(v.values()) > 0
@@ -51,12 +56,14 @@ def _weight_map(v: Any) -> bool:
 _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (_pos_int, "a positive integer"),
     "batch_size": (_pos_int, "a positive integer"),
-    "lr": (_pos_float, "a positive number"),
+    "lr": (lambda v: _pos_float(v) or _modality_map(v, _pos_float),
+           "a positive number or a dict {modality: positive number}"),
     "momentum": (lambda v: _nonneg_float(v) and v < 1, "in [0, 1)"),
     "weight_decay": (_nonneg_float, "a non-negative number"),
     "warmup_epochs": (_nonneg_int, "a non-negative integer"),
     "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
-    "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+    "optimizer": (lambda v: v in OPTIMIZERS or _modality_map(v, lambda k: k in OPTIMIZERS),
+                  f"one of {OPTIMIZERS} or a dict {{modality: one of them}}"),
     "lam": (_pos_float, "a positive number"),
     "prior_sigma": (_nonneg_float, "a non-negative number"),
     "zipf_exponent": (_nonneg_float, "a non-negative number"),
@@ -107,10 +114,12 @@ class TrainerConfig:
     lr, momentum, weight_decay : float
         Of the ``optimizer``; ``lr`` is reached after ``warmup_epochs`` of linear warm-up, then
         follows ``lr_schedule``. (The paper warms up to ``0.01 x world size``: scale ``lr``
-        yourself.)
-    optimizer : {"sgd", "adamw"}, default "sgd"
+        yourself.) ``lr`` may be a dict ``{modality: lr}`` naming every modality.
+    optimizer : {"sgd", "adamw"} or dict of str to either, default "sgd"
         SGD with ``momentum`` (the paper's) or AdamW (torch's default betas, decoupled
-        ``weight_decay``; ``momentum`` unused). A checkpoint resumes only with its own.
+        ``weight_decay``; ``momentum`` unused). A dict ``{modality: kind}`` naming every
+        modality gives each modality's encoder and heads their own (e.g. AdamW for the
+        pictures, SGD for the sound). A checkpoint resumes only with its own.
     warmup_epochs : int
     lr_schedule : {"constant", "cosine"}, default "constant"
         After the warm-up: ``"constant"`` (the paper's) or ``"cosine"``, decaying to 0 at the
@@ -233,12 +242,12 @@ class TrainerConfig:
     heads: HeadConfig = field(default_factory=HeadConfig)
     epochs: int = 200
     batch_size: int = 16
-    lr: float = 0.01
+    lr: float | dict = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-5
     warmup_epochs: int = 10
     lr_schedule: str = "constant"
-    optimizer: str = "sgd"
+    optimizer: str | dict = "sgd"
     lam: float = 20.0
     prior: str | list = "gaussian"
     prior_sigma: float = 0.1

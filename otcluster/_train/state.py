@@ -17,6 +17,7 @@ from .._checkpoint import (
     set_rng_state,
 )
 from .._distributed import all_gather_objects
+from .._schedule import per_modality
 from .config import storable
 
 if TYPE_CHECKING:
@@ -83,11 +84,16 @@ def restore_trainer(trainer: SelfLabelTrainer, state: dict) -> None:
         raise ValueError(f"checkpoint has {tuple(prior.shape)} (heads, clusters), the "
                          f"config ({H}, {K})")
     kind = state.get("optimizer_kind", "sgd")  # older checkpoints: SGD, the only one then
-    if kind != t.config.optimizer:
+    if per_modality(kind, t.modalities, "optimizer") != per_modality(t.config.optimizer,
+                                                                     t.modalities, "optimizer"):
         raise ValueError(f"checkpoint was trained with optimizer {kind!r}, the config has "
                          f"{t.config.optimizer!r}")
     t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
+    try:
+        t.optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:  # e.g. a per-modality lr added or removed: other parameter groups
+        raise ValueError(f"the checkpoint's optimizer state does not fit the config's optimizer "
+                         f"and lr ({e})") from None
     t.scheduler.load_state_dict(state["scheduler"])
     t.scaler.load_state_dict(state["scaler"])
     t.labels_ = state["labels"]

@@ -33,7 +33,7 @@ from .._distributed import (
 )
 from .._heads import HeadConfig  # noqa: F401 - the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
-from .._schedule import LinearWarmup, WarmupCosine, clustering_steps, make_optimizer, steps_per_epoch
+from .._schedule import LinearWarmup, WarmupCosine, clustering_steps, modality_optimizer, steps_per_epoch
 from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
@@ -154,8 +154,8 @@ class SelfLabelTrainer:
         self.model, self._train_module = for_training(self.model, self.device, process_group,
                                                       cfg.sync_batchnorm)
 
-        self.optimizer = make_optimizer(self.model.parameters(), cfg.optimizer, cfg.lr,
-                                        cfg.momentum, cfg.weight_decay)
+        self.optimizer = modality_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum,
+                                            cfg.weight_decay)
         self.steps_per_epoch = steps_per_epoch(N, self.world_size, cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         warmup_steps = cfg.warmup_epochs * self.steps_per_epoch

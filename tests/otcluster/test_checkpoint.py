@@ -26,6 +26,7 @@ from otcluster._checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from otcluster._schedule import ChainedOptimizer
 
 TESTS = Path(__file__).resolve().parent
 
@@ -337,6 +338,29 @@ def test_adamw_resumes_exactly_and_a_checkpoint_keeps_its_optimizer(tmp_path):
     _assert_same_training(_resume_after_crash(data, sgd, tmp_path / "sgd", drop_kind), full_sgd)
     with pytest.raises(ValueError, match="TrainerConfig.optimizer must be one of"):
         dataclasses.replace(_config(None), optimizer="lars").validate()
+
+
+def test_per_modality_optimisers_resume_exactly_and_are_checked(tmp_path):
+    data = Blobs(n=150, k=4)
+
+    def cfg(d, kind=None):  # AdamW for "a", SGD for "b"; a cosine moves every lr
+        return dataclasses.replace(_config(d, epochs=3), lr_schedule="cosine",
+                                   optimizer=kind or {"a": "adamw", "b": "sgd"},
+                                   lr={"a": 1e-3, "b": 0.05})
+
+    full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
+    assert isinstance(full.optimizer, ChainedOptimizer)
+    full.fit()
+    _assert_same_training(_resume_after_crash(data, cfg, tmp_path / "resumed"), full)
+    with pytest.raises(ValueError, match=r"trained with optimizer \{'a': 'adamw', 'b': 'sgd'\}, "
+                                         r"the config has 'adamw'"):
+        SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full", "adamw")).fit()
+    # one lr per modality where the checkpoint had one for all: other parameter groups
+    SelfLabelTrainer(encoders(seed=5), data, _config(tmp_path / "plain", epochs=1)).fit()
+    per_modality_lr = dataclasses.replace(_config(tmp_path / "plain", epochs=2),
+                                          lr={"a": 0.05, "b": 0.05})
+    with pytest.raises(ValueError, match="optimizer state does not fit the config's optimizer"):
+        SelfLabelTrainer(encoders(seed=5), data, per_modality_lr).fit()
 
 
 def test_a_cosine_schedule_resumes_exactly_and_ends_at_zero(tmp_path):

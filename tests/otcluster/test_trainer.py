@@ -46,7 +46,8 @@ def config(**kw):
     ("n_clusterings", 0), ("schedule_power", 0), ("align", "hungarian"), ("head_groups", 0),
     ("num_workers", -1), ("seed", -3), ("checkpoint_every", 0), ("memory_bounded", "yes"),
     ("prior", "pareto"), ("prior", [0.5, 0.5]), ("sinkhorn_dtype", "float16"),
-    ("dense_max_bytes", 0), ("amp", 1),
+    ("dense_max_bytes", 0), ("amp", 1), ("lr", {"a": 0.1, "b": 0}), ("lr", {}),
+    ("optimizer", {"a": "sgd", "b": "adam"}), ("optimizer", {1: "sgd"}),
 ])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"TrainerConfig.{field}"):

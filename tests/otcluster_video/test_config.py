@@ -320,9 +320,27 @@ def test_optimizer_reaches_the_trainer_and_round_trips(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(config_to_toml(cfg))
     assert load_preset(path) == cfg
-    for bad in ("adam", "SGD", 1):
+    for bad in ("adam", "SGD", 1, ["adamw"], ["adamw", "lars"], ["sgd", "sgd", "sgd"]):
         with pytest.raises(ValueError, match="training.optimizer"):
             load_preset("cpu", {"training.optimizer": bad})
+
+
+def test_a_pair_gives_each_stream_its_optimizer_and_lr(tmp_path):
+    from otcluster_video._build import trainer_config
+    from otcluster_video._preset import config_to_toml
+
+    cfg = load_preset("cpu", {"training.optimizer": ["adamw", "sgd"], "training.lr": [1e-3, 0.05]})
+    assert (cfg.training.optimizer, cfg.training.lr) == (("adamw", "sgd"), (1e-3, 0.05))
+    core = trainer_config(cfg, world_size=4)  # lr per process, for each stream
+    assert core.optimizer == {"video": "adamw", "audio": "sgd"}
+    assert core.lr == pytest.approx({"video": 4e-3, "audio": 0.2})
+    assert trainer_config(load_preset("cpu", {"training.lr": 0.05}), world_size=4).lr == 0.2
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(cfg))
+    assert load_preset(path) == cfg
+    for bad in ([0.1], [0.1, -1.0], [0.1, 0.1, 0.1], 0, "fast"):
+        with pytest.raises(ValueError, match="training.lr"):
+            load_preset("cpu", {"training.lr": bad})
 
 
 def test_optional_tau_round_trips_through_the_run_config(tmp_path):
