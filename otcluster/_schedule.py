@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 __all__ = ["clustering_steps", "steps_per_epoch", "LinearWarmup", "WarmupCosine", "LR_SCHEDULES",
-           "OPTIMIZERS", "make_optimizer", "modality_optimizer", "per_modality", "ChainedOptimizer"]
+           "OPTIMIZERS", "make_optimizer", "modality_optimizer", "per_modality", "ChainedOptimizer",
+           "learning_rates"]
 
 #: ``TrainerConfig.lr_schedule`` values
 LR_SCHEDULES = ("constant", "cosine")
@@ -110,10 +111,21 @@ def modality_optimizer(model: Any, name: str | Mapping[str, str], lr: float | Ma
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for m in mods:
         params = [*model.encoders[m].parameters(), *model.heads[m].parameters()]
-        by_kind.setdefault(kinds[m], []).append({"params": params, "lr": float(lrs[m])})
+        by_kind.setdefault(kinds[m], []).append({"params": params, "lr": float(lrs[m]),
+                                                 "modality": m})
     opts = [make_optimizer(groups, kind, groups[0]["lr"], momentum, weight_decay)
             for kind, groups in by_kind.items()]
     return opts[0] if len(opts) == 1 else ChainedOptimizer(opts)
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``{"lr": the first group's}``, plus ``"lr_per_modality"`` where the groups are
+    :func:`modality_optimizer`'s."""
+    groups = optimizer.param_groups
+    out: dict[str, Any] = {"lr": float(groups[0]["lr"])}
+    if "modality" in groups[0]:
+        out["lr_per_modality"] = {g["modality"]: float(g["lr"]) for g in groups}
+    return out
 
 
 def clustering_steps(total_steps: int, n_clusterings: int, power: float = 1.5) -> list[int]:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _schedule
 from .._checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, seed_global_generators
 from .._distributed import (
     all_reduce_sum,
@@ -33,7 +34,7 @@ from .._distributed import (
 )
 from .._heads import HeadConfig  # noqa: F401 - the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
-from .._schedule import LinearWarmup, WarmupCosine, clustering_steps, modality_optimizer, steps_per_epoch
+from .._schedule import LinearWarmup, WarmupCosine, clustering_steps, steps_per_epoch
 from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
@@ -154,8 +155,8 @@ class SelfLabelTrainer:
         self.model, self._train_module = for_training(self.model, self.device, process_group,
                                                       cfg.sync_batchnorm)
 
-        self.optimizer = modality_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum,
-                                            cfg.weight_decay)
+        self.optimizer = _schedule.modality_optimizer(self.model, cfg.optimizer, cfg.lr,
+                                                      cfg.momentum, cfg.weight_decay)
         self.steps_per_epoch = steps_per_epoch(N, self.world_size, cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
@@ -325,7 +326,7 @@ class SelfLabelTrainer:
         self.epoch_ = epoch + 1
         self._record({"event": "epoch", "epoch": self.epoch_, "step": self.step_,
                       "loss": float(stats[0] / stats[1].clamp_min(1.0)),
-                      "lr": float(self.optimizer.param_groups[0]["lr"])})
+                      **_schedule.learning_rates(self.optimizer)})
 
     def fit(self, *, resume: bool = True, on_record: Callable[[dict], Any] | None = None
             ) -> list[dict]:

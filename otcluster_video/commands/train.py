@@ -52,7 +52,9 @@ def _describe(record: Mapping[str, Any]) -> str:
     """One log line for a trainer record."""
     r, event = record, record.get("event", "?")
     if event == "epoch":
-        return f"epoch {r['epoch']}: loss {r['loss']:.4f}, lr {r['lr']:.4g}"
+        lrs = r.get("lr_per_modality") or {}
+        lr = ", ".join(f"{m} {v:.4g}" for m, v in lrs.items()) or f"{r['lr']:.4g}"
+        return f"epoch {r['epoch']}: loss {r['loss']:.4f}, lr {lr}"
     if event == "clustering":
         parts = [f"clustering {r.get('clustering', '?')} at step {r.get('step', '?')}"]
         if "min_size" in r:

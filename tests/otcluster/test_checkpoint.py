@@ -351,6 +351,9 @@ def test_per_modality_optimisers_resume_exactly_and_are_checked(tmp_path):
     full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
     assert isinstance(full.optimizer, ChainedOptimizer)
     full.fit()
+    last = [r for r in full.history_ if r["event"] == "epoch"][-1]  # the cosine's end: 0
+    assert last["lr_per_modality"] == {"a": pytest.approx(0.0, abs=1e-12),
+                                       "b": pytest.approx(0.0, abs=1e-12)}
     _assert_same_training(_resume_after_crash(data, cfg, tmp_path / "resumed"), full)
     with pytest.raises(ValueError, match=r"trained with optimizer \{'a': 'adamw', 'b': 'sgd'\}, "
                                          r"the config has 'adamw'"):

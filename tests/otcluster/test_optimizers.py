@@ -10,7 +10,7 @@ from torch import nn
 
 from otcluster import HeadConfig
 from otcluster._heads import MultiHead
-from otcluster._schedule import ChainedOptimizer, LinearWarmup, modality_optimizer
+from otcluster._schedule import ChainedOptimizer, LinearWarmup, learning_rates, modality_optimizer
 from otcluster._train.model import SelfLabelModel
 
 MOMENTUM, DECAY = 0.9, 1e-4
@@ -69,6 +69,8 @@ def test_each_modality_steps_as_its_own_optimiser_would():
     lrs = _train(model, [chained], batches)
     assert _train(reference, own, batches) == lrs
     assert lrs[0] == pytest.approx([1e-3 * 2 / 3, 0.05 * 2 / 3]) and lrs[-1] == [1e-3, 0.05]
+    assert learning_rates(chained) == {"lr": 1e-3, "lr_per_modality": {"a": 1e-3, "b": 0.05}}
+    assert learning_rates(own[1]) == {"lr": 0.05}  # a plain torch optimiser: its first group
     for name, p in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], p)
     assert not torch.equal(model.encoders["a"].weight, _model().encoders["a"].weight)

@@ -206,6 +206,15 @@ def test_train_log_names_the_stream_weights():
     assert "stream weights" not in _describe({"event": "clustering", "clustering": 0, "step": 0})
 
 
+def test_train_log_names_each_streams_learning_rate():
+    from otcluster_video.commands.train import _describe
+
+    epoch = {"event": "epoch", "epoch": 2, "loss": 1.5, "lr": 0.001}
+    assert _describe(epoch).endswith("lr 0.001")
+    per_stream = _describe({**epoch, "lr_per_modality": {"video": 0.001, "audio": 0.05}})
+    assert per_stream.endswith("lr video 0.001, audio 0.05")
+
+
 def test_train_warns_when_clusterings_stopped_short_of_the_tolerance():
     from otcluster_video._preset import load_preset
     from otcluster_video.commands.train import _unconverged_summary
