@@ -299,7 +299,7 @@ class TrainingConfig:
         "epochs": _at_least(1),
         "batch_size": _at_least(1),
         "lr": (lambda v: _pair(v, lambda x: _num(x) and x > 0) or (_num(v) and v > 0),
-               "a number > 0 or a pair [video, audio] of them"),
+               "> 0 (or a pair [video, audio] of such numbers)"),
         "weight_decay": _at_least(0),
         "momentum": _FRACTION,
         "warmup_epochs": _at_least(0),
