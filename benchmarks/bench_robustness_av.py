@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -179,6 +180,8 @@ def supervised(manifest: Path, y: np.ndarray, config, seed: int, optimizer: str 
                                  "both": torch.nn.Linear(dims["video"] + dims["audio"], k)})
     params = [*enc.parameters(), *heads.parameters()]
     tc = config.training
+    if optimizer == "sgd" and not isinstance(tc.lr, (int, float)):
+        raise ValueError(f"the SGD ablation of the bound needs one training.lr, got {tc.lr}")
     opt = (torch.optim.Adam(params, lr=1e-3, weight_decay=tc.weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay))
     target = torch.as_tensor(y)
@@ -210,6 +213,13 @@ def supervised(manifest: Path, y: np.ndarray, config, seed: int, optimizer: str 
     return {f"supervised, {m}": _scores(y, torch.cat(p).numpy()) for m, p in preds.items()}
 
 
+def for_stream(tcfg, modality: str):
+    """The trainer configuration of one stream: a per-stream ``optimizer`` / ``lr`` (a
+    ``[video, audio]`` pair in the recipe) becomes this stream's."""
+    return dataclasses.replace(tcfg, **{k: v[modality] for k in ("optimizer", "lr")
+                                        if isinstance(v := getattr(tcfg, k), dict)})
+
+
 def single_stream(manifest: Path, y: np.ndarray, config, modality: str, ckpt: Path) -> dict:
     """SeLa on one stream with the recipe's encoder, heads and schedule (see module doc)."""
     try:
@@ -220,7 +230,7 @@ def single_stream(manifest: Path, y: np.ndarray, config, modality: str, ckpt: Pa
     except (ImportError, AttributeError) as err:
         return {"skipped": f"the recipe trains both streams only; helpers not importable: {err}"}
     videos = load_manifest(manifest)
-    tcfg = trainer_config(config, checkpoint_dir=ckpt, progress=False)
+    tcfg = for_stream(trainer_config(config, checkpoint_dir=ckpt, progress=False), modality)
     encoder = build_encoders(config)[modality]
     trainer = SelfLabelTrainer({modality: encoder}, AVDataset(videos, config, train=True), tcfg,
                                device="cpu")

@@ -169,6 +169,24 @@ def test_bench_restarts_quick(tmp_path):
     assert cache.stat().st_mtime_ns == before
 
 
+def test_single_stream_sela_takes_its_streams_optimizer():
+    import importlib.util
+
+    from otcluster_video import load_preset
+    from otcluster_video._build import trainer_config
+
+    spec = importlib.util.spec_from_file_location("bench_robustness_av",
+                                                  BENCH / "bench_robustness_av.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pair = trainer_config(load_preset("cpu", {"training.optimizer": ["adamw", "sgd"],
+                                              "training.lr": [1e-3, 0.05]}))
+    audio, video = bench.for_stream(pair, "audio"), bench.for_stream(pair, "video")
+    assert (audio.optimizer, audio.lr, video.optimizer, video.lr) == ("sgd", 0.05, "adamw", 1e-3)
+    plain = trainer_config(load_preset("cpu"))
+    assert bench.for_stream(plain, "audio") == plain
+
+
 @pytest.mark.slow
 def test_bench_robustness_av_quick(tmp_path):
     """One tiny world through the command line, single-stream SeLa and the supervised bound (1
