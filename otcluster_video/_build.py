@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +108,11 @@ def trainer_config(
         **_same_named(config.heads, TrainerConfig),  # head_groups
     }
     fields.update(
-        lr=_per_stream(tuple(x * world_size for x in t.lr) if isinstance(t.lr, tuple)
-                       else t.lr * world_size),
+        lr=_per_stream(t.lr, lambda v: v * world_size),
         optimizer=_per_stream(t.optimizer),
         prior=t.prior if isinstance(t.prior, str) else list(t.prior),
         align=None if t.align == "none" else t.align,
-        modality_weights=_modality_weights(config.clustering.modality_weights),
+        modality_weights=_per_stream(config.clustering.modality_weights, float),
     )
     return TrainerConfig(
         heads=HeadConfig(**_same_named(config.heads, HeadConfig)),
@@ -127,13 +126,11 @@ def trainer_config(
     )
 
 
-def _per_stream(value: Any) -> Any:
-    """A recipe's ``[video, audio]`` setting as the trainer's ``{modality: value}``."""
-    return dict(zip(("video", "audio"), value)) if isinstance(value, tuple) else value
-
-
-def _modality_weights(weights: str | tuple[float, float]) -> str | dict[str, float]:
-    """The recipe's ``[video, audio]`` weights as the trainer's ``{modality: weight}``."""
-    if isinstance(weights, str):
-        return weights
-    return {"video": float(weights[0]), "audio": float(weights[1])}
+def _per_stream(value: Any, each: Callable[[Any], Any] = lambda v: v) -> Any:
+    """A recipe setting as the trainer's: a name as is, a number as ``each(number)``, a
+    ``[video, audio]`` pair as ``{modality: each(value)}``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        return {m: each(v) for m, v in zip(("video", "audio"), value)}
+    return each(value)
