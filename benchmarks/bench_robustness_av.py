@@ -215,9 +215,11 @@ def supervised(manifest: Path, y: np.ndarray, config, seed: int, optimizer: str 
 
 def for_stream(tcfg, modality: str):
     """The trainer configuration of one stream: a per-stream ``optimizer`` / ``lr`` (a
-    ``[video, audio]`` pair in the recipe) becomes this stream's."""
-    return dataclasses.replace(tcfg, **{k: v[modality] for k in ("optimizer", "lr")
-                                        if isinstance(v := getattr(tcfg, k), dict)})
+    ``[video, audio]`` pair in the recipe) becomes this stream's; ``modality_veto`` (one stream
+    vetoing the other's clusters) is off."""
+    return dataclasses.replace(tcfg, modality_veto=None,
+                               **{k: v[modality] for k in ("optimizer", "lr")
+                                  if isinstance(v := getattr(tcfg, k), dict)})
 
 
 def single_stream(manifest: Path, y: np.ndarray, config, modality: str, ckpt: Path) -> dict:

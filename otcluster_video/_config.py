@@ -361,6 +361,9 @@ class ClusteringConfig:
     ``stability_every``: measure at every n-th clustering only, keeping the weights between;
     ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
     (end), so they differ only by the other augmentations (left out: each clip as in training).
+    ``modality_veto``: a clip in a cluster of one stream that the other stream scatters (below
+    ``modality_veto / K`` in any one of its clusters) is labelled by the other stream alone
+    (experimental; :class:`otcluster.TrainerConfig`).
     ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
     training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
     videos labelled: :func:`otcluster.confidence_weights`)."""
@@ -377,6 +380,7 @@ class ClusteringConfig:
     stability_max_samples: int = 4096
     stability_every: int = 1
     stability_position: float | None = None
+    modality_veto: float | None = None
     label_weights: str = "training"
 
     _SECTION: ClassVar[str] = "clustering"
@@ -392,13 +396,12 @@ class ClusteringConfig:
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "stability_max_samples": _at_least(1),
         "stability_every": _at_least(1),
+        "modality_veto": (lambda v: v is None or (_num(v) and v > 0), "a number > 0, or left out"),
         "stability_position": (lambda v: v is None or (_num(v) and 0 <= v <= 1),
                                "a number in [0, 1], or left out (random, as in training)"),
         "label_weights": (lambda v: v in ("training", "confidence"), "'training' or 'confidence'"),
         "modality_weights": (
-            lambda v: v in WEIGHTINGS or (
-                isinstance(v, tuple) and len(v) == 2
-                and all(_num(w) and w >= 0 for w in v) and sum(v) > 0),
+            lambda v: v in WEIGHTINGS or (_pair(v, lambda w: _num(w) and w >= 0) and sum(v) > 0),
             f"one of {', '.join(map(repr, WEIGHTINGS))} or [video, audio]: two non-negative "
             "weights with a positive sum"),
     }

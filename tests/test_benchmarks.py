@@ -185,6 +185,8 @@ def test_single_stream_sela_takes_its_streams_optimizer():
     assert (audio.optimizer, audio.lr, video.optimizer, video.lr) == ("sgd", 0.05, "adamw", 1e-3)
     plain = trainer_config(load_preset("cpu"))
     assert bench.for_stream(plain, "audio") == plain
+    vetoed = trainer_config(load_preset("cpu", {"clustering.modality_veto": 2.0}))
+    assert vetoed.modality_veto == 2.0 and bench.for_stream(vetoed, "video").modality_veto is None
 
 
 @pytest.mark.slow

@@ -13,20 +13,24 @@ from .._labeler import SinkhornLabeler
 from .config import TrainerConfig
 from .data import DataPasses, same_index
 from .model import SelfLabelModel
+from .veto import artefact_clusters, veto_weights, vetoed_shares, weighted_mean_
 from .weighting import size_entropy
 
 __all__ = ["Clusterer", "mean_log_probs_fn", "use_memory_bounded", "size_stats", "score",
            "check_ground_truth"]
 
 
-def use_memory_bounded(config: TrainerConfig, n_samples: int, world_size: int) -> bool:
+def use_memory_bounded(config: TrainerConfig, n_samples: int, world_size: int,
+                       n_modalities: int = 1) -> bool:
     """Decided from the largest shard, so that every rank takes the same path."""
     if config.memory_bounded:
         return True
     n_local = -(-n_samples // world_size)
     # the trainer's float32 log-probabilities (averaged per batch, so the labeler makes no
-    # copy) and the solver's kernel (float32, or float64 when asked)
-    per_entry = 4 + (8 if config.sinkhorn_dtype == "float64" else 4)
+    # copy; each modality's with ``modality_veto``) and the solver's kernel (float32, or
+    # float64 when asked)
+    held = n_modalities if config.modality_veto is not None else 1
+    per_entry = 4 * held + (8 if config.sinkhorn_dtype == "float64" else 4)
     dense = per_entry * config.heads.n_heads * n_local * config.heads.n_clusters
     return config.dense_max_bytes is not None and dense > config.dense_max_bytes
 
@@ -41,6 +45,17 @@ def mean_log_probs_fn(model: SelfLabelModel, heads: Any) -> Callable:
     return fn
 
 
+def log_probs_fn(model: SelfLabelModel, heads: Any) -> Callable:
+    """Batch function of a clustering pass: each modality's log-probabilities
+    ``{m: (H', B, K)}``."""
+
+    def fn(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return model.log_probs_from_features({m: model.encode(inputs[m], m)
+                                              for m in model.modalities}, heads)
+
+    return fn
+
+
 class Clusterer:
     """Labels of this rank's samples for every head, from one pass per head group.
 
@@ -49,16 +64,28 @@ class Clusterer:
 
     Parameters
     ----------
-    model, passes, dataset, labeler, config
+    model, passes, dataset, labeler, config, process_group
         The trainer's.
     n_samples : int
         N (sample indices lie in ``0..N-1``).
+
+    Attributes
+    ----------
+    vetoed_ : dict of str to float or None
+        With ``config.modality_veto``: after each call, the share of the samples (mean over
+        heads, all ranks) whose label left out each modality (:mod:`.veto`).
     """
 
     def __init__(self, model: SelfLabelModel, passes: DataPasses, dataset: Any,
-                 labeler: SinkhornLabeler, config: TrainerConfig, n_samples: int):
+                 labeler: SinkhornLabeler, config: TrainerConfig, n_samples: int,
+                 process_group: Any = None):
         self.model, self.passes, self.dataset = model, passes, dataset
         self.labeler, self.config, self.n_samples = labeler, config, n_samples
+        self.process_group = process_group
+        self.vetoed_: dict[str, float] | None = None
+        if config.modality_veto is not None and len(model.modalities) < 2:
+            raise ValueError(f"TrainerConfig.modality_veto needs two or more modalities, got "
+                             f"{list(model.modalities)}")
 
     def __call__(self, positions: torch.Tensor, groups: list[torch.Tensor],
                  memory_bounded: bool) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
@@ -74,16 +101,38 @@ class Clusterer:
         """Mean log-probabilities of all heads (eq. 6, averaged per batch): one (H, n, K)
         float32 tensor, which the labeler uses without a copy."""
         H, K = self.config.heads.n_heads, self.config.heads.n_clusters
-        device = self.passes.device
-        log_p = torch.empty((H, positions.numel(), K), dtype=torch.float32, device=device)
+        device, mods = self.passes.device, self.model.modalities
+        veto = self.config.modality_veto is not None
+        # with the veto, each modality's log-probabilities until the weights are known
+        log_p = torch.empty((len(mods) if veto else 1, H, positions.numel(), K),
+                            dtype=torch.float32, device=device)
         index = None
         for g, heads in enumerate(groups):
-            idx, out = self._pass(g, groups, positions,
-                                  mean_log_probs_fn(self.model, heads.tolist()))
+            fn = log_probs_fn(self.model, heads.tolist()) if veto else \
+                mean_log_probs_fn(self.model, heads.tolist())
+            idx, out = self._pass(g, groups, positions, fn)
             index = same_index(index, idx)
-            log_p[heads.to(device)] = out["log_p"]
+            for i, key in enumerate(mods if veto else ["log_p"]):
+                log_p[i, heads.to(device)] = out[key]
+        log_p = self._vetoed_mean(log_p) if veto else log_p[0]
         lab = self.labeler.fit(log_p, heads=list(range(H)))
         return lab.labels_.reshape(H, -1), index, lab.n_iter_, _converged(lab)
+
+    def _vetoed_mean(self, log_p: torch.Tensor) -> torch.Tensor:
+        """Eq. 6 of each modality's log-probabilities ``(M, H, n, K)`` with per-sample weights
+        (:mod:`.veto`), into ``log_p[0]``."""
+        w = self._veto_weights(log_p.argmax(-1))
+        mods = self.model.modalities
+        self.vetoed_ = vetoed_shares(w, self.model.weights_of(mods), mods, self.process_group)
+        return weighted_mean_(log_p, w)
+
+    def _veto_weights(self, argmax: torch.Tensor) -> torch.Tensor:
+        """Per-sample eq. 6 weights ``(M, H, n)`` from each modality's clusters ``(M, H, n)``."""
+        threshold = self.config.modality_veto
+        assert threshold is not None
+        flags = artefact_clusters(argmax, self.config.heads.n_clusters, float(threshold),
+                                  self.process_group)
+        return veto_weights(argmax, flags, self.model.weights_of(self.model.modalities))
 
     def memory_bounded(self, positions: torch.Tensor, groups: list[torch.Tensor]):
         """Eq. 6 without N x K: the mean over modalities (weights c_m, 1/M by default) of
@@ -100,18 +149,50 @@ class Clusterer:
         def features(inputs):
             return {m: model.encode(inputs[m], m).float() for m in mods}
 
+        veto = cfg.modality_veto is not None
+        vetoes: dict[int, torch.Tensor] = {}  # with the veto: each head's (M, n) weights
         for g, heads in enumerate(groups):
             idx, feats = self._pass(g, groups, positions, features)
             index = same_index(index, idx)
             hs = heads.tolist()
-            # batches of heads sharing features: all of the group for linear heads
-            for hb in [hs] if linear else [[h] for h in hs]:
-                z, w, b = self._linear_problem(feats, hb, linear, len(mods))
+            # batches of heads sharing features: all of the group for linear heads (one by
+            # one with the veto, whose weights differ per head)
+            for hb in [hs] if linear and not veto else [[h] for h in hs]:
+                if veto:
+                    z, w, b, vetoes[hb[0]] = self._vetoed_problem(feats, hb[0], linear)
+                else:
+                    z, w, b = self._linear_problem(feats, hb, linear, len(mods))
                 lab = self.labeler.fit_features(z, w, b, heads=hb, block_rows=cfg.block_rows)
                 labels[hb] = lab.labels_.reshape(len(hb), -1).cpu()
                 n_iter = max(n_iter, lab.n_iter_)
                 converged = converged and _converged(lab)
+        if veto:
+            w_all = torch.stack([vetoes[h] for h in range(cfg.heads.n_heads)], 1)
+            self.vetoed_ = vetoed_shares(w_all, model.weights_of(mods), mods, self.process_group)
         return labels, index, n_iter, converged
+
+    def _vetoed_problem(self, feats: dict[str, torch.Tensor], head: int, linear: bool
+                        ) -> tuple[torch.Tensor, ...]:
+        """:meth:`_linear_problem` of one head with per-sample eq. 6 weights (:mod:`.veto`):
+        each modality's block of features, with a column of ones for its bias, scaled by the
+        sample's weight; the last layers side by side, unscaled. Also the (M, n) weights."""
+        mods, cfg = self.model.modalities, self.config
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                zs = [feats[m] if linear else self._penultimate(feats[m], m, head) for m in mods]
+                lin = [self.model.head(m).last_linear(head) for m in mods]
+                wb = [torch.cat([ln.weight.float(), (ln.bias.float() if ln.bias is not None else
+                                 torch.zeros_like(ln.weight[:, 0]))[:, None]], 1) for ln in lin]
+                argmax = torch.stack([_block_argmax(z, w, cfg.block_rows)
+                                      for z, w in zip(zs, wb)])[:, None]  # (M, 1, n)
+        finally:
+            self.model.train(was)
+        weights = self._veto_weights(argmax)[:, 0]  # (M, n)
+        z = torch.cat([torch.cat([zm, torch.ones_like(zm[:, :1])], 1) * weights[i, :, None]
+                       for i, zm in enumerate(zs)], 1)
+        return z, torch.cat(wb, 1)[None], z.new_zeros(1, wb[0].shape[0]), weights
 
     def _linear_problem(self, feats: dict[str, torch.Tensor], hb: list[int], linear: bool,
                         M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,6 +222,14 @@ class Clusterer:
         bs = self.config.block_rows
         return torch.cat([head_mod.penultimate(feats[i:i + bs], head).float()
                           for i in range(0, feats.shape[0], bs)])
+
+
+def _block_argmax(z: torch.Tensor, wb: torch.Tensor, block_rows: int) -> torch.Tensor:
+    """Argmax over clusters of ``z @ W.T + b`` (``wb = [W | b]``), ``block_rows`` rows at a time."""
+    out = torch.empty(z.shape[0], dtype=torch.int64, device=z.device)
+    for i in range(0, z.shape[0], block_rows):
+        out[i:i + block_rows] = (z[i:i + block_rows] @ wb[:, :-1].T + wb[:, -1]).argmax(-1)
+    return out
 
 
 def _converged(labeler: SinkhornLabeler) -> bool:

@@ -181,16 +181,15 @@ class SelfLabelTrainer:
                                                **solver)
         self.warmup_clusterings_ = 0 if cfg.prior == "uniform" else \
             int(round(cfg.prior_warmup * len(self.schedule_)))
-        self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N)
+        self.clusterer = Clusterer(self.model, self.passes, dataset, self.labeler_, cfg, N,
+                                   process_group)
         set_fixed_weights(self.model, cfg.modality_weights)
         self._fit = FitTracker(len(self.modalities), self.device)
 
         self.labels_: torch.Tensor | None = None
         self.history_: list[dict] = []
-        self.epoch_ = 0
-        self.step_ = 0
-        self._schedule_pos = 0
-        self._n_clusterings = 0
+        self.epoch_ = self.step_ = 0
+        self._schedule_pos = self._n_clusterings = 0
         self._aligned = False
         self._on_record: Callable[[dict], Any] | None = None
 
@@ -238,7 +237,7 @@ class SelfLabelTrainer:
         positions = cluster_shard(N, self.rank, self.world_size)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self._n_clusterings)
         groups = decorrelated_head_groups(H, min(cfg.head_groups, H), generator=gen)
-        memory_bounded = use_memory_bounded(cfg, N, self.world_size)
+        memory_bounded = use_memory_bounded(cfg, N, self.world_size, len(self.modalities))
         retries = self.n_solver_retries_
         warmup = self._n_clusterings < self.warmup_clusterings_
         self.clusterer.labeler = self.warmup_labeler_ if warmup else self.labeler_
@@ -262,8 +261,8 @@ class SelfLabelTrainer:
             "solver_retries": self.n_solver_retries_ - retries, "prior_warmup": warmup,
             "seconds": time.perf_counter() - t0,
         }
-        if weights is not None:
-            rec["modality_weights"] = weights
+        extra = {"modality_weights": weights, "vetoed": self.clusterer.vetoed_}
+        rec.update({k: v for k, v in extra.items() if v is not None})
         if self.ground_truth is not None:
             rec.update(score(self.ground_truth, labels))
         self._record(rec)

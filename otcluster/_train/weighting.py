@@ -72,7 +72,7 @@ def stability_weights(kappas: Sequence[float], floor: float = 0.0) -> list[float
     >>> [round(w, 3) for w in stability_weights([0.5, 1.0])]
     [0.2, 0.8]
     >>> [round(w, 3) for w in stability_weights([0.2, 1.0], floor=0.2)]
-    [0.167, 0.833]
+    [0.172, 0.828]
     >>> stability_weights([0.0, -0.1]) is None
     True
     """

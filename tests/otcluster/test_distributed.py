@@ -27,6 +27,7 @@ from otcluster._distributed import (
     gather_labels,
     group_rank_size,
 )
+from otcluster._train.veto import artefact_clusters
 from otcluster._train.weighting import stability_kappas
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -130,8 +131,19 @@ def _train_part(rank: int, out: str) -> None:
                               201, 4, dist.group.WORLD, max_samples=60, seed=3)
     one = stability_kappas(trainer.model, trainer.passes, data, cluster_shard(201, rank, WORLD),
                            201, 4, dist.group.WORLD, max_samples=1, seed=3)
+    history = list(history)
+    # the veto's counts are pooled over the ranks: the same flags as one process on all samples
+    # (modality 1 follows modality 0's clusters 0-2 and scatters its clusters 3-5)
+    a = torch.randint(0, 6, (2, 2, 201), generator=torch.Generator().manual_seed(5))
+    a[1] = torch.where(a[0] < 3, a[0], a[1])
+    flags = artefact_clusters(a[..., cluster_shard(201, rank, WORLD)], 6, 2.0, dist.group.WORLD)
+    vetoed = []
+    trainer.config.modality_veto = 3.0
+    for memory_bounded in (False, True):
+        trainer.config.memory_bounded = memory_bounded
+        vetoed.append((trainer._cluster()["vetoed"], trainer.labels_.clone()))
     torch.save({"labels": trainer.labels_, "history": history, "kappas": kappas,
-                "capped": capped, "one": one,
+                "capped": capped, "one": one, "flags": flags, "argmax": a, "vetoed": vetoed,
                 "params": {k: v.clone() for k, v in trainer.model.state_dict().items()}},
                Path(out) / f"train{rank}.pt")
 
@@ -173,5 +185,10 @@ def test_two_process_training_agrees_on_labels(two_processes):
     assert all(-1 <= k <= 1 for k in a["kappas"]) and a["kappas"][0] > 0.5  # a trained, stable model
     assert [r["modality"] for r in a["history"] if r["event"] == "align"] == ["b"]
     assert a["history"][-1]["event"] == "clustering" and a["history"][-1]["memory_bounded"]
+    flags = artefact_clusters(a["argmax"], 6, 2.0)
+    assert torch.equal(a["flags"], flags) and torch.equal(b["flags"], flags)
+    assert flags[0, :, 3:].all() and not flags[0, :, :3].any()
+    for (va, la), (vb, lb) in zip(a["vetoed"], b["vetoed"]):  # dense, then memory-bounded
+        assert va == vb and torch.equal(la, lb) and set(va) == {"a", "b"}
     state = torch.load(two_processes / "ckpt" / "last.pt", weights_only=True)
     assert state["epoch"] == 3 and state["world_size"] == 2 and len(state["rng"]) == 2

@@ -451,7 +451,8 @@ def test_inference_from_a_checkpoint_without_a_trainer(tmp_path):
 
 @pytest.mark.parametrize("name", ["otcluster._train.model", "otcluster._train.trainer",
                                   "otcluster._io", "otcluster._threads", "otcluster._schedule",
-                                  "otcluster._heads"])
+                                  "otcluster._heads", "otcluster._train.veto",
+                                  "otcluster._train.weighting"])
 def test_docstring_examples_of_the_trainer_modules(name):
     import doctest
     import importlib

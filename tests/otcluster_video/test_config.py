@@ -290,6 +290,22 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
         load_preset("cpu", {"clustering.modality_weights_floor": 1.0})
     with pytest.raises(ValueError, match="clustering.modality_weights_warmup"):
         load_preset("cpu", {"clustering.modality_weights_warmup": -0.1})
+
+
+def test_modality_veto_reaches_the_trainer_and_round_trips(tmp_path):
+    from otcluster_video._build import trainer_config
+    from otcluster_video._preset import config_to_toml
+
+    assert load_preset("cpu").clustering.modality_veto is None
+    assert trainer_config(load_preset("paper")).modality_veto is None
+    veto = load_preset("cpu", {"clustering.modality_veto": 2})
+    assert trainer_config(veto).modality_veto == 2
+    path = tmp_path / "v.toml"
+    path.write_text(config_to_toml(veto))
+    assert load_preset(path) == veto
+    for bad in (0, -1.0, "yes", True):
+        with pytest.raises(ValueError, match="clustering.modality_veto must be a number > 0"):
+            load_preset("cpu", {"clustering.modality_veto": bad})
     assert trainer_config(load_preset("cpu", {"clustering.modality_weights_warmup": 0.3})
                           ).modality_weights_warmup == 0.3
 
