@@ -69,6 +69,9 @@ def _describe(record: Mapping[str, Any]) -> str:
         if isinstance(r.get("modality_weights"), dict):
             parts.append("stream weights " + ", ".join(
                 f"{m} {w:.2f}" for m, w in r["modality_weights"].items()))
+        if isinstance(r.get("vetoed"), dict):
+            parts.append("clips labelled without " + ", ".join(
+                f"{m} {100 * v:.1f}%" for m, v in r["vetoed"].items()))
         if "nmi" in r:
             parts.append(f"NMI to the folder names (head 0) {100 * r['nmi']:.1f}")
         return ", ".join(parts)

@@ -204,6 +204,8 @@ def test_train_log_names_the_stream_weights():
                       "modality_weights": {"video": 0.1667, "audio": 0.8333}})
     assert "stream weights video 0.17, audio 0.83" in line
     assert "stream weights" not in _describe({"event": "clustering", "clustering": 0, "step": 0})
+    vetoed = _describe({"event": "clustering", "vetoed": {"video": 0.125, "audio": 0.0}})
+    assert "clips labelled without video 12.5%, audio 0.0%" in vetoed
 
 
 def test_train_log_names_each_streams_learning_rate():
