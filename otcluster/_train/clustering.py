@@ -16,7 +16,7 @@ from .model import SelfLabelModel
 from .veto import artefact_clusters, veto_weights, vetoed_shares, weighted_mean_
 from .weighting import size_entropy
 
-__all__ = ["Clusterer", "mean_log_probs_fn", "use_memory_bounded", "size_stats", "score",
+__all__ = ["Clusterer", "log_probs_fn", "mean_log_probs_fn", "use_memory_bounded", "size_stats", "score",
            "check_ground_truth"]
 
 
@@ -139,7 +139,9 @@ class Clusterer:
         log_softmax(W_m z_m + b_m) equals log_softmax(concat_m(z_m) @ concat_m(c_m W_m)^T +
         sum_m c_m b_m) up to a per-row constant,
         which leaves the transport solution unchanged; so each head is one linear map of the
-        concatenated penultimate features and :meth:`SinkhornLabeler.fit_features` applies."""
+        concatenated penultimate features and :meth:`SinkhornLabeler.fit_features` applies.
+        With ``modality_veto`` the weights differ per sample and head: each sample's block of
+        modality m is scaled by its weight instead (:meth:`_vetoed_problem`), one head at a time."""
         cfg, model = self.config, self.model
         mods = model.modalities
         labels = torch.empty((cfg.heads.n_heads, positions.numel()), dtype=torch.int64)

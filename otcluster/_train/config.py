@@ -241,8 +241,8 @@ class TrainerConfig:
     dense_max_bytes : int or None, default 4 GiB
         When the dense clustering would hold more than this (the float32 log-probabilities,
         averaged per batch so the labeler makes no copy, and the kernel: ``8 * H * N_local * K``
-        bytes, 12 with ``sinkhorn_dtype="float64"``), use the memory-bounded path. ``None``:
-        never switch.
+        bytes, 12 with ``sinkhorn_dtype="float64"``, ``4 * (M - 1) * H * N_local * K`` more with
+        ``modality_veto``), use the memory-bounded path. ``None``: never switch.
     align_max_samples : int or None, default 100000
         Alignment uses at most this many samples (a fixed random subset).
     block_rows : int

@@ -167,3 +167,14 @@ def test_training_with_the_veto_records_it_and_learns_the_shared_classes():
     clusterings = [r for r in history if r["event"] == "clustering"]
     assert all(set(r["vetoed"]) == {"a", "b"} for r in clusterings)
     assert clusterings[-1]["nmi"] > 0.8
+
+
+def test_the_dense_budget_counts_every_modalitys_log_probabilities_with_the_veto():
+    from otcluster._train.clustering import use_memory_bounded
+
+    plain = _config(dense_max_bytes=8 * 3 * 100 * 5)  # 8 bytes per entry: H=3, n=100, K=5
+    assert not use_memory_bounded(plain, 100, 1, n_modalities=2)
+    vetoed = _config(dense_max_bytes=8 * 3 * 100 * 5, modality_veto=2.0)
+    assert use_memory_bounded(vetoed, 100, 1, n_modalities=2)  # 12 bytes per entry
+    assert not use_memory_bounded(_config(dense_max_bytes=12 * 3 * 100 * 5, modality_veto=2.0),
+                                  100, 1, n_modalities=2)
