@@ -194,8 +194,10 @@ class TrainerConfig:
         weights renormalised); the rest keep ``modality_weights``. The history records the
         share of samples whose label left out each modality (``"vetoed"``). Needs two or more
         modalities; the dense path holds every modality's log-probabilities (M times the
-        memory, counted by ``dense_max_bytes``). None: off. On the video recipe's tuning runs
-        2.0 raised the labels' NMI by +2.8 +- 1.8 (``docs/benchmarks/README.md``).
+        memory, counted by ``dense_max_bytes``). None: off. On the video recipe's robustness
+        suite 2.0 passed a screen on the tuning runs (+2.8 +- 1.8 NMI) and lost on the held-out
+        runs (-1.2 +- 1.2; the video heads -4.1 +- 2.0), so no preset uses it
+        (``docs/benchmarks/robustness_av_veto.md``).
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
