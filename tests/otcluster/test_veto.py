@@ -53,6 +53,29 @@ def test_artefact_clusters_match_a_brute_force_count(data):
     assert torch.equal(artefact_clusters(a, K, threshold), _brute_flags(a, K, threshold))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_veto_weights_sum_to_one_and_leave_out_exactly_the_flagged_modalities(data):
+    M, n, K = data.draw(st.integers(2, 4)), data.draw(st.integers(1, 20)), data.draw(st.integers(2, 4))
+    a = torch.tensor(data.draw(st.lists(st.integers(0, K - 1), min_size=M * n,
+                                        max_size=M * n))).reshape(M, 1, n)
+    flags = torch.tensor(data.draw(st.lists(st.booleans(), min_size=M * K,
+                                            max_size=M * K))).reshape(M, 1, K)
+    base = data.draw(st.lists(st.floats(0.0, 1.0), min_size=M, max_size=M).filter(
+        lambda w: sum(w) > 0.01))
+    w = veto_weights(a, flags, base)[:, 0]  # (M, n)
+    b = torch.tensor(base) / sum(base)
+    torch.testing.assert_close(w.sum(0), torch.ones(n))
+    for i in range(n):
+        flagged = flags[torch.arange(M), 0, a[:, 0, i]]
+        kept = b * ~flagged
+        if flagged.any() and not flagged.all() and kept.sum() > 0:
+            torch.testing.assert_close(w[:, i], kept / kept.sum())
+            assert (w[flagged, i] == 0).all()
+        else:
+            torch.testing.assert_close(w[:, i], b)
+
+
 def test_a_scattered_cluster_is_flagged_and_its_samples_follow_the_other_modality():
     # modality 0 puts samples 0-5 into cluster 0; modality 1 spreads them over 3 clusters
     a = torch.tensor([[[0, 0, 0, 0, 0, 0, 1, 1, 2, 2]],
