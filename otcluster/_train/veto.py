@@ -78,7 +78,7 @@ def veto_weights(argmax: torch.Tensor, flags: torch.Tensor,
     kept = base * keep
     total = kept.sum(0)
     veto = keep.any(0) & ~keep.all(0) & (total > 0)
-    return torch.where(veto, kept / total.clamp_min(1e-30), base.expand_as(kept))
+    return torch.where(veto, kept / torch.where(veto, total, 1.0), base.expand_as(kept))
 
 
 def weighted_mean_(log_probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,10 @@ def test_samples_flagged_in_every_modality_or_left_with_no_weight_keep_theirs():
     # the other modality weighs 0: nothing to label the sample by, so its weights stay
     assert torch.equal(veto_weights(a, only0, [1.0, 0.0])[:, 0, 0], torch.tensor([1.0, 0.0]))
     assert torch.equal(veto_weights(a, only0, [0.5, 0.5])[:, 0, 0], torch.tensor([0.0, 1.0]))
+    # a kept weight as small as float32 goes is still the whole say (hypothesis found 1.2e-38
+    # divided by a floor of 1e-30)
+    tiny = veto_weights(a, only0, [1.0, 1.1754943508222875e-38])[:, 0]
+    assert torch.equal(tiny, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
 
 
 def test_weighted_mean_is_the_per_sample_sum_and_a_vetoed_minus_inf_gives_no_nan():
