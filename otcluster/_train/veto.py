@@ -3,8 +3,10 @@
 At a clustering, each modality's heads put every sample into a cluster of their own (argmax).
 A cluster of modality ``s`` (per head) is an *artefact* when no other modality groups its
 members: the largest share of them that another modality's heads put into any one cluster is
-below ``threshold / K``. Such a cluster follows something only ``s`` sees (a degradation, a
-source format) rather than what the modalities share. A sample in an artefact cluster of some
+below ``threshold / K``. The intent: such a cluster follows something only ``s`` sees (a
+degradation, a source format) rather than what the modalities share; on the video recipe's
+held-out runs it fired mostly where the pictures are weak
+(``docs/benchmarks/robustness_av_veto.md``). A sample in an artefact cluster of some
 modalities but not of all is labelled by the others alone: its eq. 6 weights become the
 modalities' weights with the flagged ones set to 0, renormalised. Every other sample keeps the
 weights it had. Counts are pooled over the ranks of a process group, so every rank flags the
