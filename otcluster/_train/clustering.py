@@ -185,8 +185,7 @@ class Clusterer:
             with torch.no_grad():
                 zs = [feats[m] if linear else self._penultimate(feats[m], m, head) for m in mods]
                 lin = [self.model.head(m).last_linear(head) for m in mods]
-                wb = [torch.cat([ln.weight.float(), (ln.bias.float() if ln.bias is not None else
-                                 torch.zeros_like(ln.weight[:, 0]))[:, None]], 1) for ln in lin]
+                wb = [torch.cat([ln.weight.float(), _bias(ln)[:, None]], 1) for ln in lin]
                 argmax = torch.stack([_block_argmax(z, w, cfg.block_rows)
                                       for z, w in zip(zs, wb)])[:, None]  # (M, 1, n)
         finally:
@@ -212,9 +211,8 @@ class Clusterer:
                 mw = self.model.weights_of(mods) or [1.0 / M] * M
                 w = torch.stack([torch.cat([ln.weight.float() * c for ln, c in zip(row, mw)], 1)
                                  for row in lin])
-                b = torch.stack([torch.stack([(ln.bias.float() if ln.bias is not None
-                                               else torch.zeros_like(ln.weight[:, 0])) * c
-                                              for ln, c in zip(row, mw)]).sum(0) for row in lin])
+                b = torch.stack([torch.stack([_bias(ln) * c for ln, c in zip(row, mw)]).sum(0)
+                                 for row in lin])
         finally:
             self.model.train(was)
         return z, w, b
@@ -224,6 +222,12 @@ class Clusterer:
         bs = self.config.block_rows
         return torch.cat([head_mod.penultimate(feats[i:i + bs], head).float()
                           for i in range(0, feats.shape[0], bs)])
+
+
+def _bias(linear: torch.nn.Linear) -> torch.Tensor:
+    """The layer's bias as float32 (zeros when it has none)."""
+    return linear.bias.float() if linear.bias is not None else linear.weight.new_zeros(
+        linear.weight.shape[0], dtype=torch.float32)
 
 
 def _block_argmax(z: torch.Tensor, wb: torch.Tensor, block_rows: int) -> torch.Tensor:

@@ -290,6 +290,8 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
         load_preset("cpu", {"clustering.modality_weights_floor": 1.0})
     with pytest.raises(ValueError, match="clustering.modality_weights_warmup"):
         load_preset("cpu", {"clustering.modality_weights_warmup": -0.1})
+    assert trainer_config(load_preset("cpu", {"clustering.modality_weights_warmup": 0.3})
+                          ).modality_weights_warmup == 0.3
 
 
 def test_modality_veto_reaches_the_trainer_and_round_trips(tmp_path):
@@ -306,8 +308,6 @@ def test_modality_veto_reaches_the_trainer_and_round_trips(tmp_path):
     for bad in (0, -1.0, "yes", True):
         with pytest.raises(ValueError, match="clustering.modality_veto must be a number > 0"):
             load_preset("cpu", {"clustering.modality_veto": bad})
-    assert trainer_config(load_preset("cpu", {"clustering.modality_weights_warmup": 0.3})
-                          ).modality_weights_warmup == 0.3
 
 
 def test_lr_schedule_reaches_the_trainer(tmp_path):
