@@ -221,6 +221,15 @@ def main(argv: list[str] | None = None) -> dict:
                  "device": str(dev), "device_name": dev_name, "device_memory_bytes": dev_mem,
                  "torch": torch.__version__, "quick": a.quick, "k": k, "skipped": []}
     print(f"{dev_name} ({dev}), torch {torch.__version__}", flush=True)
+    out = a.out
+    if out is None:
+        out = Path(os.environ["OUT"]) / "gpu_bench.json" if os.environ.get("OUT") else Path("gpu_bench.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every step: a run stopped from outside keeps what it finished
+        res["wall_s"] = time.perf_counter() - t0
+        out.write_text(json.dumps(res, indent=1))
+
     res["bandwidth"] = bandwidth(dev, bw_bytes)
     _free(dev)
     bw = res["bandwidth"]["read_GBps"]
@@ -247,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
             _free(dev)
             break
         res["dense"].append(row)
+        save()
         r20 = row["lam20"]
         print(f"dense {n} x {k}: {r20['time_s']:.3f} s, {r20['iterations']} passes, "
               f"{r20['per_iteration_s'] * 1e3:.2f} ms/iteration = {r20['per_iteration_over_one_read']:.2f} "
@@ -279,15 +289,11 @@ def main(argv: list[str] | None = None) -> dict:
             _free(dev)
             break
         res["features"].append(row)
+        save()
         print(f"features {n} x {k} (d={d}): {row['time_s']:.3f} s, {row['iterations']} passes, "
               f"extra memory {row['extra_peak_bytes'] / 2**20:.0f} MiB "
               f"({row['extra_over_nk']:.3f} of one N x K fp32 matrix)", flush=True)
-    res["wall_s"] = time.perf_counter() - t0
-    out = a.out
-    if out is None:
-        out = Path(os.environ["OUT"]) / "gpu_bench.json" if os.environ.get("OUT") else Path("gpu_bench.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    save()
     print(f"wrote {out} ({res['wall_s']:.0f} s)", flush=True)
     return res
 

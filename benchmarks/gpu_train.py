@@ -134,14 +134,15 @@ def main(argv: list[str] | None = None) -> dict:
                    help="JSON path (default $OUT/gpu_train.json, else ./gpu_train.json)")
     p.add_argument("--budget-s", type=float, default=240.0, help="deadline for starting new steps")
     p.add_argument("--batch-sizes", default=None, help="comma-separated (default 16,64; 8 with --quick)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per batch size (default 200)")
+    p.add_argument("--clips", type=int, default=None,
+                   help="clips in the synthetic dataset (default 3200: 200 steps at batch size 16)")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         p.error("CUDA is not available: use --device cpu --quick")
     batches = [int(b) for b in (a.batch_sizes or ("8" if a.quick else "16,64")).split(",")]
-    steps = a.steps or (4 if a.quick else 200)
+    n_clips = a.clips or (32 if a.quick else 3200)
     one_epoch = {"training.epochs": 1, "training.warmup_epochs": 0, "clustering.n_clusterings": 1}
     config = load_preset("paper", {**(QUICK if a.quick else {}), **one_epoch})
     args = sys.argv[1:] if argv is None else argv
@@ -155,6 +156,15 @@ def main(argv: list[str] | None = None) -> dict:
                           "audio_seconds": config.audio.seconds, "n_mels": config.audio.n_mels},
                  "skipped": []}
     print(f"{res['device_name']} ({dev}), torch {torch.__version__}", flush=True)
+    out = a.out
+    if out is None:
+        out = Path(os.environ["OUT"]) / "gpu_train.json" if os.environ.get("OUT") else Path("gpu_train.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every step: a run stopped from outside keeps what it finished
+        res["wall_s"] = time.perf_counter() - t0
+        out.write_text(json.dumps(res, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         n_videos = 4 if a.quick else 32
         make_synthetic_dataset(Path(tmp) / "v", n_videos=n_videos, n_classes=4, seconds=3.0,
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["loader"] = loader_rate(dataset, workers, batches[0], 4 if a.quick else 40)
         res["loader"]["videos"] = n_videos
         print(f"loader: {res['loader']['clips_per_s']:.1f} clips/s with {workers} workers", flush=True)
+        save()
         items = [dataset[i] for i in range(n_videos)]
     res["video_shape"] = list(items[0]["video"].shape)
     res["audio_shape"] = list(items[0]["audio"].shape)
@@ -174,22 +185,18 @@ def main(argv: list[str] | None = None) -> dict:
             res["skipped"].append(f"fit at batch size {b}: deadline of {a.budget_s:.0f} s reached")
             continue
         try:
-            row = fit_rate(config, items, b, steps, dev)
+            row = fit_rate(config, items, b, max(1, n_clips // b), dev)
         except torch.cuda.OutOfMemoryError as e:
             row = {"batch_size": b, "oom": str(e).split("\n")[0][:200]}
         res[f"fit_b{b}"] = row
+        save()
         if "oom" not in row:
             print(f"batch {b}: {row['train_clips_per_s']:.1f} clips/s ({row['step_s'] * 1e3:.0f} ms/step), "
                   f"clustering of {row['clips']} clips {row['clustering_s']:.1f} s, "
                   f"peak memory {row.get('peak_memory_bytes', 0) / 2**30:.1f} GiB", flush=True)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    res["wall_s"] = time.perf_counter() - t0
-    out = a.out
-    if out is None:
-        out = Path(os.environ["OUT"]) / "gpu_train.json" if os.environ.get("OUT") else Path("gpu_train.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    save()
     print(f"wrote {out} ({res['wall_s']:.0f} s)", flush=True)
     return res
 
