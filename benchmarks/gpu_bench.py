@@ -109,6 +109,18 @@ def _kib(field: str) -> int:
     return 0
 
 
+def memory(dev: torch.device) -> dict:
+    """What the process holds on the device between steps (all freed tensors released)."""
+    if dev.type != "cuda":
+        return {}
+    return {"allocated_bytes": torch.cuda.memory_allocated(dev),
+            "reserved_bytes": torch.cuda.memory_reserved(dev)}
+
+
+def _oom(e: BaseException) -> str:
+    return " ".join(str(e).split())[:600]
+
+
 def bandwidth(dev: torch.device, n_bytes: int) -> dict:
     a = torch.ones(n_bytes // 4, dtype=torch.float32, device=dev)
     a.sum()
@@ -127,14 +139,15 @@ def make_log_p(n: int, k: int, dev: torch.device, seed: int = 0) -> torch.Tensor
     return x
 
 
-def dense_size(n: int, k: int, dev: torch.device, bw: float, lams=(20.0, 100.0)) -> tuple[dict, torch.Tensor]:
-    x = make_log_p(n, k, dev)
-    sinkhorn(x[: min(n, 4096)], lam=20.0)  # warm-up (allocator, kernels)
-    row: dict = {"n": n, "k": k, "input_bytes": n * k * 4}
+def dense_size(n: int, k: int, dev: torch.device, bw: float, lams=(20.0, 100.0),
+               backend: str = "auto", x: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    x = make_log_p(n, k, dev) if x is None else x
+    sinkhorn(x[: min(n, 4096)], lam=20.0, backend=backend)  # warm-up (allocator, kernels)
+    row: dict = {"n": n, "k": k, "input_bytes": n * k * 4, "backend": backend}
     labels = None
     for lam in lams:
         with Peak(dev) as pk:
-            t, res = _timed(lambda lam=lam: sinkhorn(x, lam=lam), dev)
+            t, res = _timed(lambda lam=lam: sinkhorn(x, lam=lam, backend=backend), dev)
         r = {"time_s": t, "iterations": res.n_iter, "col_error": float(res.error),
              "converged": bool(res.converged), "extra_peak_bytes": pk.extra,
              "extra_over_input": pk.extra / (n * k * 4)}
@@ -143,8 +156,10 @@ def dense_size(n: int, k: int, dev: torch.device, bw: float, lams=(20.0, 100.0))
         del res
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            t1, _ = _timed(lambda lam=lam: sinkhorn(x, lam=lam, tol=1e-14, max_iter=1), dev)
-            t11, _ = _timed(lambda lam=lam: sinkhorn(x, lam=lam, tol=1e-14, max_iter=11), dev)
+            t1, _ = _timed(lambda lam=lam: sinkhorn(x, lam=lam, tol=1e-14, max_iter=1,
+                                                    backend=backend), dev)
+            t11, _ = _timed(lambda lam=lam: sinkhorn(x, lam=lam, tol=1e-14, max_iter=11,
+                                                     backend=backend), dev)
         per_iter = max(t11 - t1, 0.0) / 10
         read = n * k * 4 / (bw * 1e9)
         r.update(per_iteration_s=per_iter, one_read_s=read, per_iteration_over_one_read=per_iter / read,
@@ -248,33 +263,56 @@ def main(argv: list[str] | None = None) -> dict:
             break
         try:
             row, (x, labels) = dense_size(n, k, dev, bw)
+            if i == 0 and dev.type == "cuda":  # the same data with torch ops (two reads a pass)
+                row["torch_ops"] = dense_size(n, k, dev, bw, backend="torch", x=x)[0]
         except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as e:
             if not (_is_oom(e) or isinstance(e, MemoryError)):
                 raise
-            res["dense"].append({"n": n, "k": k, "oom": str(e).split("\n")[0][:200]})
+            res["dense"].append({"n": n, "k": k, "oom": _oom(e), "memory_before": memory(dev)})
             print(f"dense {n} x {k}: out of memory, stopping here", flush=True)
             _free(dev)
             break
+        del x, labels
+        _free(dev)
+        row["memory_after"] = memory(dev)
         res["dense"].append(row)
         save()
         r20 = row["lam20"]
-        print(f"dense {n} x {k}: {r20['time_s']:.3f} s, {r20['iterations']} passes, "
+        print(f"dense {n} x {k} ({row['backend']}): {r20['time_s']:.3f} s, {r20['iterations']} passes, "
               f"{r20['per_iteration_s'] * 1e3:.2f} ms/iteration = {r20['per_iteration_over_one_read']:.2f} "
               f"reads; lam=100 {row['lam100']['time_s']:.3f} s", flush=True)
-        if i == 0 and not out_of_time("pot_torch"):  # POT on the first size (1M x 3000), same data
-            try:
-                res["pot_torch"] = pot_torch(x, labels, r20["time_s"], dev)
-                _free(dev)
-                pt = res["pot_torch"]
-                print(f"POT torch {n} x {k}: {pt['time_s']:.3f} s, {pt['iterations']} it, "
-                      f"agreement {pt['agreement_with_ours']:.4%}, ours is "
-                      f"x{pt['speedup_ours_vs_pot']:.1f} faster", flush=True)
-            except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as e:
-                if not (_is_oom(e) or isinstance(e, MemoryError)):
-                    raise
-                res["pot_torch"] = {"n": n, "k": k, "oom": str(e).split("\n")[0][:200]}
-        del x, labels
-        _free(dev)
+        if "torch_ops" in row:
+            t20 = row["torch_ops"]["lam20"]
+            print(f"  torch ops: {t20['per_iteration_s'] * 1e3:.2f} ms/iteration = "
+                  f"{t20['per_iteration_over_one_read']:.2f} reads", flush=True)
+    pot_ns = [dense_ns[0], dense_ns[0] // 2]  # POT on the first size, or half of it if it OOMs
+    for n in pot_ns:
+        if out_of_time(f"pot_torch {n} x {k}"):
+            break
+        try:
+            x = make_log_p(n, k, dev)
+            t_ours, ours = _timed(lambda x=x: sinkhorn(x, lam=20.0), dev)
+            labels = ours.labels
+            del ours
+            _free(dev)
+            res["pot_torch"] = pot_torch(x, labels, t_ours, dev)
+            del x, labels
+            _free(dev)
+            pt = res["pot_torch"]
+            print(f"POT torch {n} x {k}: {pt['time_s']:.3f} s, {pt['iterations']} it, "
+                  f"agreement {pt['agreement_with_ours']:.4%}, ours is "
+                  f"x{pt['speedup_ours_vs_pot']:.1f} faster", flush=True)
+            save()
+            break
+        except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as e:
+            if not (_is_oom(e) or isinstance(e, MemoryError)):
+                raise
+            x = labels = None  # noqa: F841 - drop the references before freeing
+            _free(dev)
+            res.setdefault("pot_torch_oom", []).append({"n": n, "k": k, "oom": _oom(e),
+                                                        "memory_after_free": memory(dev)})
+            print(f"POT torch {n} x {k}: out of memory", flush=True)
+            save()
     res["features"] = []
     for n in feat_ns:
         if out_of_time(f"features {n} x {k}"):
@@ -285,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
         except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as e:
             if not (_is_oom(e) or isinstance(e, MemoryError)):
                 raise
-            res["features"].append({"n": n, "k": k, "oom": str(e).split("\n")[0][:200]})
+            res["features"].append({"n": n, "k": k, "oom": _oom(e)})
             _free(dev)
             break
         res["features"].append(row)

@@ -98,7 +98,7 @@ class SinkhornLabeler:
         Seed of the Gaussian prior.
     process_group : torch.distributed ProcessGroup, optional
         Inputs are this rank's shard of the samples (see :func:`otcluster.sinkhorn`).
-    backend : {"auto", "numba", "torch"}, default "auto"
+    backend : {"auto", "numba", "torch", "triton"}, default "auto"
         Back-end of the dense solve (see :func:`otcluster.sinkhorn`).
     tau : float >= 0 or None, default None
         Semi-relaxed cluster marginals: penalty ``tau * KL(Q^T 1 || prior)`` instead of the

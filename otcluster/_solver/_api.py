@@ -16,7 +16,9 @@ from ._iterate import solve
 from ._options import SolverOptions, check_sizes
 from ._result import SinkhornResult
 
-__all__ = ["sinkhorn", "sinkhorn_features"]
+__all__ = ["BACKENDS", "sinkhorn", "sinkhorn_features"]
+
+BACKENDS = ("auto", "numba", "torch", "triton")
 
 
 def sinkhorn(
@@ -72,8 +74,12 @@ def sinkhorn(
         ``lam``. The memory restarts whenever the error grows by more than 2x.
     dtype : torch.float32 or torch.float64
         Precision of the kernel (the N x K buffer); reductions are float64.
-    backend : {"auto", "numba", "torch"}
-        "auto": fused numba kernel on CPU, torch ops on CUDA.
+    backend : {"auto", "numba", "torch", "triton"}
+        "auto": the fused numba kernel on CPU; on CUDA, the fused Triton kernel for float32
+        (one read of the N x K matrix per pass) when Triton is installed, else torch ops
+        (two reads). "torch": torch ops on any device. "triton": the Triton kernel for float32
+        solves (float64 ones, e.g. a retry's, use torch ops), or an error where it cannot run
+        (a CPU tensor, no Triton).
     process_group : torch.distributed ProcessGroup, optional
         When given, ``log_p`` is this rank's shard of the samples; column sums are all-reduced
         every iteration (no rank gathers N x K) and the result holds this rank's labels.
@@ -119,22 +125,30 @@ def sinkhorn(
     x3 = x if batched else x.unsqueeze(0)
     H, N, K = x3.shape
     check_sizes(N, K, "log_p", process_group)
-    if backend not in ("auto", "numba", "torch"):
-        raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
     problem = opts.problem(H, K, batched)
+    with torch.no_grad():
+        ops = _dense_ops(x3, opts, backend)
+        return solve(ops, problem, opts, device=x3.device, return_plan=return_plan)
 
-    use_numba = x3.device.type == "cpu" and backend != "torch" and _ops.have_numba()
+
+def _dense_ops(x3: torch.Tensor, opts: SolverOptions, backend: str
+               ) -> _ops.DenseNumba | _ops.DenseTorch:
+    """The dense back-end ``backend`` names for ``x3`` (H, N, K) (see :func:`sinkhorn`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    use_numba = x3.device.type == "cpu" and backend in ("auto", "numba") and _ops.have_numba()
     if backend == "numba" and not use_numba:
         raise ValueError("backend='numba' needs a CPU tensor and numba installed")
-    ops: _ops.DenseNumba | _ops.DenseTorch
-    with torch.no_grad():
-        if use_numba:
-            if x3.dtype not in (torch.float32, torch.float64):
-                x3 = x3.float()
-            ops = _ops.DenseNumba(x3.contiguous(), opts.lam, opts.dtype)
-        else:
-            ops = _ops.DenseTorch(x3, opts.lam, opts.dtype)
-        return solve(ops, problem, opts, device=x3.device, return_plan=return_plan)
+    kernel = None if backend in ("numba", "torch") else _ops.triton_kernel(x3.device)
+    if backend == "triton" and kernel is None:
+        raise ValueError(f"backend='triton' needs a CUDA tensor and the triton package (got a "
+                         f"{x3.device.type} tensor)")
+    if use_numba and kernel is None:
+        if x3.dtype not in (torch.float32, torch.float64):
+            x3 = x3.float()
+        return _ops.DenseNumba(x3.contiguous(), opts.lam, opts.dtype)
+    kernel = kernel if opts.dtype == torch.float32 else None  # the kernel is float32 only
+    return _ops.DenseTorch(x3, opts.lam, opts.dtype, kernel)
 
 
 def sinkhorn_features(

@@ -11,18 +11,20 @@ The iteration (``_iterate.solve``) only needs three things from the N x K side:
   row-normalised plan rows ``idx`` of head ``h``, float64 (for ``_rounding``).
 
 Back-ends: a fused numba kernel over a dense matrix (CPU), torch ops over a dense matrix (CUDA,
-or CPU without numba), and a memory-bounded one that recomputes blocks of logits from features
-and head weights every pass (never holds N x K).
+or CPU without numba) whose float32 pass on CUDA is one fused Triton kernel when Triton is
+installed, and a memory-bounded one that recomputes blocks of logits from features and head
+weights every pass (never holds N x K).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["DenseNumba", "DenseTorch", "FromFeatures", "have_numba"]
+__all__ = ["DenseNumba", "DenseTorch", "FromFeatures", "have_numba", "triton_kernel"]
 
 # The numba kernels, imported on the first solve that uses them (importing numba costs ~0.2 s,
 # which ``import otcluster`` should not pay): None = not tried yet, False = unavailable.
@@ -44,6 +46,28 @@ def _kernels() -> Any:
 def have_numba() -> bool:
     """Whether the numba kernels can be used (imports them on the first call)."""
     return _kernels() is not False
+
+
+_TRITON: Any = None  # as _NB, for the fused CUDA pass (_kernels_triton)
+
+
+def triton_kernel(device: torch.device) -> Any:
+    """The fused Triton pass (float32 kernels) if it can run on ``device``, else None.
+
+    It runs on CUDA when Triton imports (and, for the tests, on the CPU when
+    ``TRITON_INTERPRET=1`` runs Triton's interpreter).
+    """
+    global _TRITON
+    if not (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
+        return None
+    if _TRITON is None:
+        try:
+            from . import _kernels_triton
+
+            _TRITON = _kernels_triton
+        except Exception:  # no Triton (CPU-only torch builds): torch ops
+            _TRITON = False
+    return _TRITON or None
 
 
 def _normalised(rows: torch.Tensor) -> torch.Tensor:
@@ -110,7 +134,7 @@ class DenseTorch:
 
     absorb_every_pass = False
 
-    def __init__(self, x: torch.Tensor, lam: float, dtype: torch.dtype):
+    def __init__(self, x: torch.Tensor, lam: float, dtype: torch.dtype, kernel: Any = None):
         self.x = x
         self.lam = lam
         H, N, K = x.shape
@@ -120,6 +144,11 @@ class DenseTorch:
         self.rowmax = torch.empty((H, N), dtype=torch.float64, device=x.device)
         self.u = torch.empty((H, 0), dtype=dtype, device=x.device)  # set by each pass
         self.n_bad = 0
+        self.kernel = kernel  # the fused Triton pass (triton_kernel), or None: torch ops
+        if kernel is not None:
+            self.u = torch.empty((H, N), dtype=dtype, device=x.device)
+            P = kernel.n_programs(x.device, N)
+            self.partial = torch.empty((H, P, K), dtype=dtype, device=x.device)
 
     def build(self, g: torch.Tensor) -> None:
         H, N, K = self.shape
@@ -135,6 +164,9 @@ class DenseTorch:
 
     def fused(self, v: torch.Tensor) -> torch.Tensor:
         vk = v.to(self.kmat.dtype)
+        if self.kernel is not None:  # one read of kmat instead of two
+            self.kernel.fused_pass(self.kmat, vk.contiguous(), self.u, self.partial)
+            return self.partial.sum(1, dtype=torch.float64)
         s = torch.bmm(self.kmat, vk[:, :, None])[..., 0]
         u = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
         self.u = u
