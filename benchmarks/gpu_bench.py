@@ -32,6 +32,10 @@ import os
 
 # CPU fallback on shared machines: spinning OpenMP threads steal the cores (see bench_grid.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# POT imports every array library it finds; JAX then takes 75 % of the GPU's memory at import
+# (on the first H200 run that left 11.6 of 139.8 GiB for the next solve). POT only needs torch here.
+for _lib in ("JAX", "TENSORFLOW", "CUPY"):
+    os.environ.setdefault(f"POT_BACKEND_DISABLE_{_lib}", "1")
 import platform
 import sys
 import time

@@ -9,7 +9,8 @@
 #   3. benchmarks/gpu_train.py: the paper preset's training steps with mixed precision;
 #   4. benchmarks/bench_codes.py --device cuda: online codes against SwAV's 3 iterations.
 # and, between 1 and 2, benchmarks/gpu_pass.py: one pass taken apart (torch ops, the Triton
-# kernel's tiles). GPU_CHECK_CORE=0, GPU_CHECK_CODES=0 and GPU_TRAIN_BATCHES=64 shorten a rerun.
+# kernel's tiles). GPU_CHECK_CORE=0, GPU_CHECK_TRAIN=0, GPU_CHECK_CODES=0 and GPU_TRAIN_BATCHES=64
+# shorten a rerun.
 # Packages the device image lacks (PyAV, POT) are expected as wheels in .whl/ or unpacked
 # in .site/ (see docs/benchmarks/gpu.md); a step whose package is missing reports it and the
 # others still run.
@@ -54,6 +55,7 @@ log() { echo "== $(date -u +%H:%M:%S) $*"; }
   timeout 150 $PY benchmarks/gpu_bench.py --budget-s 100 --out "$OUT/gpu_bench.json" 2>&1 | tail -30
   echo "gpu_bench exit ${PIPESTATUS[0]}"
 
+  [ "${GPU_CHECK_TRAIN:-1}" = 1 ] || { log "done"; exit 0; }
   log "3. paper preset training steps"
   timeout 100 $PY benchmarks/gpu_train.py --budget-s 50 --batch-sizes "${GPU_TRAIN_BATCHES:-16,64}" --out "$OUT/gpu_train.json" 2>&1 | tail -20
   echo "gpu_train exit ${PIPESTATUS[0]}"

@@ -9,8 +9,8 @@ measured read bandwidth (a pass cannot be faster than one read):
 * ``torch``: the torch back-end's pass (``s = K v``, ``u = 1/s``, ``K^T u``: two batched
   mat-vecs) and each of its mat-vecs alone;
 * ``triton``: the fused kernel (``otcluster/_solver/_kernels_triton.py``) for each tile
-  (rows per block ``block_n``, columns per tile ``block_k``) and grid (programs per
-  multiprocessor), so the defaults can be chosen from numbers;
+  (rows per block ``block_n``, columns per tile ``block_k``), grid (programs per
+  multiprocessor) and warps per program, so the defaults can be chosen from numbers;
 * ``codes_launches``: the CUDA kernels and host synchronisations of one
   ``sinkhorn_codes(n_iter=3)`` call at 256 x 3000 against SwAV's loop (from the profiler).
 
@@ -62,29 +62,33 @@ def torch_pass(kmat: torch.Tensor, v: torch.Tensor) -> dict:
             "kt_u_mv_s": _median_time(lambda: torch.mv(kmat[0].t(), u[0]))}
 
 
-def triton_sweep(kmat: torch.Tensor, v: torch.Tensor, deadline: float) -> list[dict]:
+def triton_sweep(kmat: torch.Tensor, v: torch.Tensor, deadline: float, tiles=None) -> list[dict]:
     from otcluster._solver import _kernels_triton as kt
 
+    tiles = TILES if tiles is None else tiles
     H, N, K = kmat.shape
     u = torch.empty(H, N, device=kmat.device)
     rows = []
-    for block_k in (128, 256, 512):
-        for block_n in (4, 8, 16, 32):
-            for per_sm in (1, 2, 4, 8):
-                if time.perf_counter() > deadline:
-                    return rows
-                P = kt.n_programs(kmat.device, N, per_sm=per_sm, block_n=block_n)
-                part = torch.empty(H, P, K, device=kmat.device)
-                try:
-                    t = _median_time(lambda p=part, bn=block_n, bk=block_k:
-                                     kt.fused_pass(kmat, v, u, p, block_n=bn, block_k=bk))
-                except Exception as e:  # a tile the compiler refuses (registers, shared memory)
-                    rows.append({"block_n": block_n, "block_k": block_k, "per_sm": per_sm,
-                                 "error": str(e).split("\n")[0][:200]})
-                    continue
-                rows.append({"block_n": block_n, "block_k": block_k, "per_sm": per_sm,
-                             "programs": P, "pass_s": t})
+    for block_k, block_n, per_sm, warps in tiles:
+        if time.perf_counter() > deadline:
+            return rows
+        P = kt.n_programs(kmat.device, N, per_sm=per_sm, block_n=block_n)
+        part = torch.empty(H, P, K, device=kmat.device)
+        row = {"block_n": block_n, "block_k": block_k, "per_sm": per_sm, "num_warps": warps}
+        try:
+            t = _median_time(lambda p=part, bn=block_n, bk=block_k, w=warps:
+                             kt.fused_pass(kmat, v, u, p, block_n=bn, block_k=bk, num_warps=w))
+        except Exception as e:  # a tile the compiler refuses (registers, shared memory)
+            rows.append({**row, "error": str(e).split("\n")[0][:200]})
+            continue
+        rows.append({**row, "programs": P, "pass_s": t})
     return rows
+
+
+# The first sweep (block_k 128-512 x block_n 4-32 x 1-8 programs per SM, 4 warps) put
+# 8 x 512 x 2 first; the second looks around it: wider tiles and more warps.
+TILES = [(bk, bn, ps, w) for bk in (512, 1024, 2048) for bn in (4, 8, 16) for ps in (1, 2, 4)
+         for w in (4, 8)]
 
 
 def codes_launches(dev: torch.device) -> dict:

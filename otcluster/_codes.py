@@ -219,14 +219,21 @@ def _iterate(ops, logr: torch.Tensor, support: torch.Tensor | None, lv0: torch.T
         it += 1
 
 
-def _check_prior(prior: Any, K: int, device: torch.device) -> torch.Tensor:
-    """Prior (K,) as float64 on ``device``; ``None`` is uniform."""
+def _check_prior(prior: Any, K: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Prior (K,) as float64 on the CPU (``None`` is uniform), where it is positive (None:
+    everywhere), and the log of its largest over its smallest positive share.
+
+    All on the CPU: on CUDA each of these small checks would wait for the device.
+    """
     if prior is None or (isinstance(prior, str) and prior == "uniform"):
-        return torch.full((K,), 1.0 / K, dtype=torch.float64, device=device)
+        return torch.full((K,), 1.0 / K, dtype=torch.float64), None, 0.0
     if isinstance(prior, str):
         raise ValueError(f"prior must be None, 'uniform' or a vector of K={K} cluster shares, got "
                          f"{prior!r} (otcluster.make_prior builds named priors)")
-    return validate_prior(prior, K, None, atol=1e-6).to(device)
+    r = validate_prior(prior, K, None, atol=1e-6).cpu()
+    pos = r[r > 0]
+    support = None if pos.numel() == K else r > 0
+    return r, support, float(torch.log(pos.max() / pos.min()))
 
 
 def _check_args(eps: Any, n_iter: Any, tol: Any, max_iter: Any) -> tuple[float, int | None, float]:
@@ -287,7 +294,7 @@ def _check_warm(warm_start: Any, K: int, support: torch.Tensor | None, dev: torc
     return w - w.mean()
 
 
-def _kernel(x: torch.Tensor, eps: float, r: torch.Tensor, out: torch.Tensor | None, group: Any):
+def _kernel(x: torch.Tensor, eps: float, log_ratio: float, out: torch.Tensor | None, group: Any):
     """Write ``(S - max S) / eps`` (exponentiated in the scaling form) into the output buffer and
     return the form's operations; raise if ``x`` holds NaN or inf."""
     N, dev = x.shape[0], x.device
@@ -299,8 +306,7 @@ def _kernel(x: torch.Tensor, eps: float, r: torch.Tensor, out: torch.Tensor | No
     if not (math.isfinite(hi) and math.isfinite(neg_lo)):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"scores contain non-finite values ({bad} entries NaN or inf)")
-    pos = r[r > 0]
-    spread = (hi + neg_lo) / eps + float(torch.log(pos.max() / pos.min()))
+    spread = (hi + neg_lo) / eps + log_ratio
     buf = out if (out is not None and work == x.dtype) else torch.empty(x.shape, dtype=work, device=dev)
     # (S - max) / eps: the constant only rescales the kernel, which no step sees. One pass
     # (S / eps - max / eps) unless max / eps is so large that the difference would lose
@@ -386,11 +392,12 @@ def sinkhorn_codes(
     if N == 0 and process_group is None:
         raise ValueError("scores has no samples (N=0)")
     dev = x.device
-    r = _check_prior(prior, K, dev)
-    support = None if bool((r > 0).all()) else r > 0
+    r, support, log_ratio = _check_prior(prior, K)
+    r = r.to(dev)
+    support = None if support is None else support.to(dev)
     lv0 = None if warm_start is None else _check_warm(warm_start, K, support, dev)
     with torch.no_grad():
-        ops = _kernel(x, eps, r, out, process_group)
+        ops = _kernel(x, eps, log_ratio, out, process_group)
         lv, it, err = _iterate(ops, torch.log(r), support, lv0, n_fixed=n_fixed, tol=tol_f,
                                max_iter=int(max_iter))
         codes = ops.finish()
@@ -402,6 +409,6 @@ def sinkhorn_codes(
         warnings.warn(f"sinkhorn_codes did not reach tol={tol_f:g} in max_iter={int(max_iter)} "
                       f"iterations (error {float(err):.3g}); raise max_iter or tol, or use a larger eps",
                       ConvergenceWarning, stacklevel=2)
-    finite = torch.isfinite(lv)
-    lv = torch.where(finite, lv - lv[finite].mean(), lv)
+    finite = torch.isfinite(lv)  # centred over the prior's support, without waiting for CUDA
+    lv = torch.where(finite, lv - torch.where(finite, lv, 0.0).sum() / finite.sum(), lv)
     return CodesResult(codes=codes, log_v=lv, n_iter=it, error=err)
