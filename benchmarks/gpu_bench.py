@@ -36,15 +36,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # (on the first H200 run that left 11.6 of 139.8 GiB for the next solve). POT only needs torch here.
 for _lib in ("JAX", "TENSORFLOW", "CUPY"):
     os.environ.setdefault(f"POT_BACKEND_DISABLE_{_lib}", "1")
-import platform
-import sys
-import time
-import warnings
-from pathlib import Path
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import torch
+import torch  # noqa: E402
 
-from otcluster import ConvergenceWarning, sinkhorn, sinkhorn_features
+from otcluster import ConvergenceWarning, sinkhorn, sinkhorn_features  # noqa: E402
 
 GIB = 1 << 30
 

@@ -9,7 +9,7 @@
 #   3. benchmarks/gpu_train.py: the paper preset's training steps with mixed precision;
 #   4. benchmarks/bench_codes.py --device cuda: online codes against SwAV's 3 iterations.
 # and, between 1 and 2, benchmarks/gpu_pass.py: one pass taken apart (torch ops, the Triton
-# kernel's tiles). GPU_CHECK_CORE=0, GPU_CHECK_TRAIN=0, GPU_CHECK_CODES=0 and GPU_TRAIN_BATCHES=64
+# kernel's tiles). GPU_CHECK_CORE=0, GPU_CHECK_PASS=0, GPU_CHECK_TRAIN=0, GPU_CHECK_CODES=0 and GPU_TRAIN_BATCHES=64
 # shorten a rerun.
 # Packages the device image lacks (PyAV, POT) are expected as wheels in .whl/ or unpacked
 # in .site/ (see docs/benchmarks/gpu.md); a step whose package is missing reports it and the
@@ -47,9 +47,11 @@ log() { echo "== $(date -u +%H:%M:%S) $*"; }
     echo "pytest core exit ${PIPESTATUS[0]}"
   fi
 
+  [ "${GPU_CHECK_PASS:-1}" = 1 ] && {
   log "1c. one pass taken apart: torch ops, the Triton kernel's tiles, online codes' launches"
   timeout 120 $PY benchmarks/gpu_pass.py --budget-s 80 --out "$OUT/gpu_pass.json" 2>&1 | tail -20
   echo "gpu_pass exit ${PIPESTATUS[0]}"
+  }
 
   log "2. solver benchmark"
   timeout 150 $PY benchmarks/gpu_bench.py --budget-s 100 --out "$OUT/gpu_bench.json" 2>&1 | tail -30

@@ -21,11 +21,12 @@ import triton.language as tl
 
 __all__ = ["fused_pass", "n_programs"]
 
-# The tile and grid that were fastest on an H200 at 1M x 3000 float32 (48 tried, median of 7
-# runs each; docs/benchmarks/gpu.md): 5.15 ms a pass, 1.83 reads of the matrix, against 9.63 ms
-# for the torch ops' two mat-vecs.
+# The tile and grid that were fastest on an H200 at 1M x 3000 float32 (two sweeps of 48 and 54
+# tiles, median of 7 runs each; docs/benchmarks/gpu.md): 3.89 ms a pass, 1.40 reads of the
+# matrix, against 9.63 ms for the torch ops' two mat-vecs. Tiles of 1024-2048 columns, 4-8 rows
+# and 2-4 programs per multiprocessor were all within 5 % of it.
 BLOCK_N = 8  # rows per block: 8 x K float32 stays in L2 between the two reads
-BLOCK_K = 512  # columns per tile
+BLOCK_K = 2048  # columns per tile (at most: a smaller K takes the next power of 2 above it)
 PROGRAMS_PER_SM = 2
 NUM_WARPS = 4
 
@@ -84,6 +85,7 @@ def fused_pass(kmat: torch.Tensor, v: torch.Tensor, u: torch.Tensor, partial: to
     """
     H, N, K = kmat.shape
     P = partial.shape[1]
+    block_k = min(block_k, triton.next_power_of_2(K))
     partial.zero_()
     _pass[(P, H)](kmat, v, u, partial, N, K, P, BLOCK_N=block_n, BLOCK_K=block_k,
                   num_warps=num_warps)

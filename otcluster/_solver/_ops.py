@@ -75,6 +75,7 @@ def _normalised(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _row_blocks(n: int, k: int, budget: int = 1 << 22):
+    """Row slices of about ``budget`` entries each (CPU: 16 MB of float32, cache-sized)."""
     step = max(1, budget // max(k, 1))
     for lo in range(0, n, step):
         yield slice(lo, min(n, lo + step))
@@ -150,17 +151,22 @@ class DenseTorch:
             P = kernel.n_programs(x.device, N)
             self.partial = torch.empty((H, P, K), dtype=dtype, device=x.device)
 
-    def build(self, g: torch.Tensor) -> None:
+    def _blocks(self):
+        # on CUDA, blocks of 2^26 entries (256 MB of float32): at 2^22 the 1M x 3000 set-up
+        # made 715 blocks of small launches and took 0.19 s of a 0.21 s solve on an H200
         H, N, K = self.shape
+        return _row_blocks(N, K * H, 1 << 26 if self.kmat.is_cuda else 1 << 22)
+
+    def build(self, g: torch.Tensor) -> None:
         gk = g.to(self.kmat.dtype)[:, None, :]
-        bad = 0
-        for b in _row_blocks(N, K * H):
+        bad = torch.zeros((), dtype=torch.int64, device=self.kmat.device)
+        for b in self._blocks():
             z = self.x[:, b].to(self.kmat.dtype) * self.lam + gk
-            bad += int((~torch.isfinite(z)).sum())
+            bad += (~torch.isfinite(z)).sum()  # counted on the device: one wait at the end
             m = z.amax(-1, keepdim=True)
             torch.exp(z.sub_(m), out=self.kmat[:, b])
             self.rowmax[:, b] = m[..., 0].double()
-        self.n_bad = bad
+        self.n_bad = int(bad)
 
     def fused(self, v: torch.Tensor) -> torch.Tensor:
         vk = v.to(self.kmat.dtype)
@@ -176,7 +182,7 @@ class DenseTorch:
         H, N, K = self.shape
         vk = v.to(self.kmat.dtype)[:, None, :]
         out = torch.empty((H, N), dtype=torch.int64, device=self.kmat.device)
-        for b in _row_blocks(N, K * H):
+        for b in self._blocks():
             out[:, b] = (self.kmat[:, b] * vk).argmax(-1)
         return out
 
