@@ -317,3 +317,41 @@ def test_bench_scaling_quick(tmp_path):
             assert _finite_nonneg(r["seconds"])
     small = res["problems"]["confident N=96 K=6"]
     assert small["2"]["passes_mean"] * 3 < small["0"]["passes_mean"]
+
+
+
+@pytest.mark.slow
+def test_gpu_train_cpu_quick(tmp_path):
+    """The paper preset's training-step benchmark (benchmarks/gpu_train.py) on tiny CPU settings."""
+    out = tmp_path / "gpu_train.json"
+    _run([str(BENCH / "gpu_train.py"), "--device", "cpu", "--quick", "--out", str(out)], cwd=tmp_path)
+    saved = json.loads(out.read_text())
+    assert saved["loader"]["clips_per_s"] > 0 and saved["loader"]["clips"] > 0
+    fit = saved["fit_b8"]
+    assert fit["steps"] == 4 and fit["clips"] == 32 and not fit["amp"]
+    assert fit["train_clips_per_s"] > 0 and fit["clustering_s"] > 0 and fit["clustering_n_iter"] >= 1
+    assert saved["video_shape"][1] == 4 and saved["quick"]
+
+
+def test_gpu_pass_refuses_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a device is present")
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_pass.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "needs a CUDA device" in proc.stderr
+
+
+def test_gpu_page_is_the_raw_runs(tmp_path):
+    """docs/benchmarks/gpu.md is what benchmarks/gpu_report.py writes from docs/benchmarks/gpu/."""
+    _run([str(BENCH / "gpu_report.py"), "--out", str(tmp_path)], cwd=tmp_path)
+    assert (tmp_path / "gpu.md").read_text() == (ROOT / "docs" / "benchmarks" / "gpu.md").read_text()
+    d = json.loads((tmp_path / "gpu.json").read_text())
+    assert [r["n"] for r in d["dense_final"] if "lam20" in r] == [1_000_000, 2_000_000, 4_000_000]
+    assert d["tests"] and all("failed" not in t["result"] for t in d["tests"])
+    assert (tmp_path / "gpu.png").stat().st_size > 10_000
+
+
+def test_gpu_check_script_parses():
+    subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], check=True, timeout=60)

@@ -21,7 +21,7 @@ from otcluster import (
     permute_linear_,
 )
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+cuda = pytest.mark.cuda  # skipped without a device (tests/conftest.py); run by `pytest -m cuda`
 
 
 def softmax_probs(n: int, k: int, seed: int, *, scale: float = 2.0,

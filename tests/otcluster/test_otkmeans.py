@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
@@ -13,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from otcluster import OTKMeans, cluster_report, make_prior, nmi_score
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+cuda = pytest.mark.cuda  # skipped without a device (tests/conftest.py); run by `pytest -m cuda`
 
 
 # --- scikit-learn's estimator checks ------------------------------------------------------------

@@ -284,7 +284,6 @@ def test_convergence_warning():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     x = _logp(4000, 50, 0).float()
     cpu = sinkhorn(x)

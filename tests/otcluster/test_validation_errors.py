@@ -122,9 +122,8 @@ def test_bad_solver_options(kwargs, err, match):
         sinkhorn(good(), **kwargs)
 
 
+@pytest.mark.cuda
 def test_numba_backend_refuses_non_cpu_input():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
     with pytest.raises(ValueError, match="backend='numba' needs a CPU tensor"):
         sinkhorn(good().cuda(), backend="numba")
 
