@@ -19,6 +19,7 @@ weights every pass (never holds N x K).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,16 @@ def triton_kernel(device: torch.device) -> Any:
         except Exception:  # no Triton (CPU-only torch builds): torch ops
             _TRITON = False
     return _TRITON or None
+
+
+def _triton_failed(err: Exception) -> None:
+    """The fused pass failed (compiling it, most likely): warn once, use torch ops from now on."""
+    global _TRITON
+    if _TRITON is not False:
+        _TRITON = False
+        warnings.warn(f"the fused Triton pass failed on this device ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:200] if str(err) else ''}); using torch ops "
+                      "(backend='torch') from now on", RuntimeWarning, stacklevel=4)
 
 
 def _normalised(rows: torch.Tensor) -> torch.Tensor:
@@ -171,8 +182,14 @@ class DenseTorch:
     def fused(self, v: torch.Tensor) -> torch.Tensor:
         vk = v.to(self.kmat.dtype)
         if self.kernel is not None:  # one read of kmat instead of two
-            self.kernel.fused_pass(self.kmat, vk.contiguous(), self.u, self.partial)
-            return self.partial.sum(1, dtype=torch.float64)
+            try:
+                self.kernel.fused_pass(self.kmat, vk.contiguous(), self.u, self.partial)
+                return self.partial.sum(1, dtype=torch.float64)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as err:  # e.g. a GPU Triton does not compile for: torch ops
+                _triton_failed(err)
+                self.kernel = None
         s = torch.bmm(self.kmat, vk[:, :, None])[..., 0]
         u = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
         self.u = u

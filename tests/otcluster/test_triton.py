@@ -79,6 +79,39 @@ def test_triton_backend_is_refused_where_it_cannot_run():
         sinkhorn(torch.zeros(10, 3), backend="cuda")
 
 
+def test_a_failing_kernel_falls_back_to_torch_ops_with_one_warning(monkeypatch):
+    """A GPU Triton cannot compile for must not break the solve: torch ops take over."""
+    from otcluster._solver import _ops
+
+    class Broken:
+        calls = 0
+
+        @staticmethod
+        def n_programs(device, n_rows):
+            return 1
+
+        @classmethod
+        def fused_pass(cls, *args):
+            cls.calls += 1
+            raise RuntimeError("no kernel image for this architecture\nmore detail")
+
+    monkeypatch.setattr(_ops, "_TRITON", Broken)  # restored after the test
+    monkeypatch.setattr(_ops, "triton_kernel", lambda device: _ops._TRITON or None)
+    x = (2.0 * torch.randn(2, 300, 12, generator=torch.Generator().manual_seed(3))).log_softmax(-1)
+    with pytest.warns(RuntimeWarning, match="fused Triton pass failed on this device "
+                                            r"\(RuntimeError: no kernel image for this architecture\)"):
+        got = sinkhorn(x, tol=1e-5)
+    assert Broken.calls == 1 and _ops._TRITON is False  # not tried again in this process
+    want = sinkhorn(x, tol=1e-5, backend="torch")
+    assert torch.equal(got.labels, want.labels) and got.n_iter == want.n_iter
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sinkhorn(x, tol=1e-5)  # no second warning
+    assert Broken.calls == 1
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("shape", [(1, 100_003, 300), (3, 20_000, 1000), (1, 4099, 3000)])
 def test_the_compiled_pass_matches_the_torch_pass(shape, cuda_device):
