@@ -139,7 +139,8 @@ def _dense_ops(x3: torch.Tensor, opts: SolverOptions, backend: str
     use_numba = x3.device.type == "cpu" and backend in ("auto", "numba") and _ops.have_numba()
     if backend == "numba" and not use_numba:
         raise ValueError("backend='numba' needs a CPU tensor and numba installed")
-    kernel = None if backend in ("numba", "torch") else _ops.triton_kernel(x3.device)
+    kernel = None if backend in ("numba", "torch") else \
+        _ops.triton_kernel(x3.device, asked=backend == "triton")
     if backend == "triton" and kernel is None:
         raise ValueError(f"backend='triton' needs a CUDA tensor and the triton package (got a "
                          f"{x3.device.type} tensor)")

@@ -52,14 +52,16 @@ def have_numba() -> bool:
 _TRITON: Any = None  # as _NB, for the fused CUDA pass (_kernels_triton)
 
 
-def triton_kernel(device: torch.device) -> Any:
+def triton_kernel(device: torch.device, asked: bool = False) -> Any:
     """The fused Triton pass (float32 kernels) if it can run on ``device``, else None.
 
-    It runs on CUDA when Triton imports (and, for the tests, on the CPU when
-    ``TRITON_INTERPRET=1`` runs Triton's interpreter).
+    It runs on CUDA when Triton imports. On the CPU only when ``asked`` for
+    (``backend="triton"``) under ``TRITON_INTERPRET=1``, Triton's interpreter (the tests): a
+    user debugging their own kernels keeps the numba solve.
     """
     global _TRITON
-    if not (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
+    interpreted = asked and os.environ.get("TRITON_INTERPRET") == "1"
+    if not (device.type == "cuda" or interpreted):
         return None
     if _TRITON is None:
         try:
