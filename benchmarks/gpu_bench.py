@@ -62,6 +62,21 @@ def _timed(fn, dev: torch.device):
     return time.perf_counter() - t, out
 
 
+def json_out(out: Path | None, name: str, res: dict, t0: float):
+    """Where a GPU script writes (``--out``, else ``$OUT/<name>`` on a device run, else
+    ``./<name>``) and a ``save()`` that writes ``res`` there with its wall time: called after
+    every step, so a run stopped from outside keeps what it finished."""
+    if out is None:
+        out = Path(os.environ["OUT"]) / name if os.environ.get("OUT") else Path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        res["wall_s"] = time.perf_counter() - t0
+        out.write_text(json.dumps(res, indent=1))
+
+    return out, save
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -240,15 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "device": str(dev), "device_name": dev_name, "device_memory_bytes": dev_mem,
                  "torch": torch.__version__, "quick": a.quick, "k": k, "skipped": []}
     print(f"{dev_name} ({dev}), torch {torch.__version__}", flush=True)
-    out = a.out
-    if out is None:
-        out = Path(os.environ["OUT"]) / "gpu_bench.json" if os.environ.get("OUT") else Path("gpu_bench.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save() -> None:  # after every step: a run stopped from outside keeps what it finished
-        res["wall_s"] = time.perf_counter() - t0
-        out.write_text(json.dumps(res, indent=1))
-
+    out, save = json_out(a.out, "gpu_bench.json", res, t0)
     res["bandwidth"] = bandwidth(dev, bw_bytes)
     _free(dev)
     bw = res["bandwidth"]["read_GBps"]

@@ -21,8 +21,6 @@ Each time is the median of 7 runs after a warm-up (which compiles the kernel). W
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -32,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_codes import swav_distributed_sinkhorn  # noqa: E402
-from gpu_bench import bandwidth  # noqa: E402
+from gpu_bench import bandwidth, json_out  # noqa: E402
 
 from otcluster import sinkhorn_codes  # noqa: E402
 
@@ -131,10 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("needs a CUDA device")
     t0 = time.perf_counter()
     dev = torch.device("cuda")
-    out = a.out or (Path(os.environ["OUT"]) / "gpu_pass.json" if os.environ.get("OUT")
-                    else Path("gpu_pass.json"))
     res: dict = {"device_name": torch.cuda.get_device_name(dev), "torch": torch.__version__,
                  "n": a.n, "k": a.k}
+    out, save = json_out(a.out, "gpu_pass.json", res, t0)
     try:
         import triton
 
@@ -151,8 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"read {read_s * 1e3:.2f} ms; torch pass {res['torch']['pass_s'] * 1e3:.2f} ms "
           f"(K v {res['torch']['k_v_s'] * 1e3:.2f}, K^T u {res['torch']['kt_u_s'] * 1e3:.2f}, "
           f"mv {res['torch']['kt_u_mv_s'] * 1e3:.2f})", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    save()
     if res["triton"]:
         res["triton_sweep"] = rows = triton_sweep(kmat, v, t0 + a.budget_s)
         ok = [r for r in rows if "pass_s" in r]
@@ -162,15 +158,15 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"triton best {best['pass_s'] * 1e3:.2f} ms = {best['pass_s'] / read_s:.2f} reads "
                   f"(block_n {best['block_n']}, block_k {best['block_k']}, {best['per_sm']}/SM); "
                   f"{len(ok)} tiles timed, {len(rows) - len(ok)} refused", flush=True)
-        out.write_text(json.dumps(res, indent=1))
+        save()
     del kmat
     torch.cuda.empty_cache()
     res["codes_launches"] = codes_launches(dev)
     for name, r in res["codes_launches"].items():
         print(f"{name}: {r['kernel_launches']} launches, {r['device_to_host_syncs']} syncs, "
               f"{r['memcpy']} copies, {r['median_s'] * 1e3:.2f} ms", flush=True)
-    res["wall_s"] = time.perf_counter() - t0
-    out.write_text(json.dumps(res, indent=1))
+    save()
+    print(f"wrote {out} ({res['wall_s']:.0f} s)", flush=True)
     return res
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -41,6 +40,9 @@ import torch  # noqa: E402
 from otcluster import SelfLabelTrainer  # noqa: E402
 from otcluster_video import AVDataset, load_preset, make_synthetic_dataset, prepare  # noqa: E402
 from otcluster_video._build import build_encoders, trainer_config  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_bench import json_out  # noqa: E402
 
 QUICK = {
     "clip.n_frames": 4, "clip.fps": 8.0, "audio.sample_rate": 16000, "audio.n_mels": 16,
@@ -156,15 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "audio_seconds": config.audio.seconds, "n_mels": config.audio.n_mels},
                  "skipped": []}
     print(f"{res['device_name']} ({dev}), torch {torch.__version__}", flush=True)
-    out = a.out
-    if out is None:
-        out = Path(os.environ["OUT"]) / "gpu_train.json" if os.environ.get("OUT") else Path("gpu_train.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save() -> None:  # after every step: a run stopped from outside keeps what it finished
-        res["wall_s"] = time.perf_counter() - t0
-        out.write_text(json.dumps(res, indent=1))
-
+    out, save = json_out(a.out, "gpu_train.json", res, t0)
     with tempfile.TemporaryDirectory() as tmp:
         n_videos = 4 if a.quick else 32
         make_synthetic_dataset(Path(tmp) / "v", n_videos=n_videos, n_classes=4, seconds=3.0,
