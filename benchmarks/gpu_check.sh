@@ -27,6 +27,7 @@ log() { echo "== $(date -u +%H:%M:%S) $*"; }
   fi
   export PYTHONPATH="$PWD:/tmp/site:$PWD/.site/pot${PYTHONPATH:+:$PYTHONPATH}"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  grep -m1 "model name" /proc/cpuinfo  # the host CPU: another vendor than the development machine's?
   $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
   $PY -c "import av, ot; print('av', av.__version__, 'pot', ot.__version__)"
 
