@@ -1,12 +1,12 @@
-"""A fused Sinkhorn pass for CUDA in Triton: one read of the kernel matrix per iteration.
+"""A fused Sinkhorn pass for CUDA in Triton: one pass over the kernel matrix per iteration.
 
 The torch back-end's pass is two matrix-vector products, ``s = K v`` and ``acc = K^T (1/s)``,
 so it reads the N x K matrix from device memory twice. Here each program takes a block of
 rows, sums them against ``v`` (first read), and at once adds ``K_ik u_i`` for the same rows into
-its own row of column partial sums (second read of the same block, which is still in the L2
-cache). Programs stride over the row blocks (a persistent grid), so the partial sums are a
-small (H, P, K) float32 array owned row by row (no atomics); their sum over P is taken in
-float64 by the caller.
+its own row of column partial sums (second read of the same block, meant to come from the L2
+cache: 1.4 reads of the matrix were measured per pass, see docs/benchmarks/gpu.md). Programs
+stride over the row blocks (a persistent grid), so the partial sums are a small (H, P, K)
+float32 array owned row by row (no atomics); their sum over P is taken in float64 by the caller.
 
 Imported only when a float32 solve runs on a CUDA device and Triton is installed (the
 ``triton`` package comes with torch's CUDA wheels). With ``TRITON_INTERPRET=1`` set before the
@@ -25,7 +25,7 @@ __all__ = ["fused_pass", "n_programs"]
 # tiles, median of 7 runs each; docs/benchmarks/gpu.md): 3.89 ms a pass, 1.40 reads of the
 # matrix, against 9.63 ms for the torch ops' two mat-vecs. Tiles of 1024-2048 columns, 4-8 rows
 # and 2-4 programs per multiprocessor were all within 5 % of it.
-BLOCK_N = 8  # rows per block: 8 x K float32 stays in L2 between the two reads
+BLOCK_N = 8  # rows per block: small, so a block is still in L2 for its second read
 BLOCK_K = 2048  # columns per tile (at most: a smaller K takes the next power of 2 above it)
 PROGRAMS_PER_SM = 2
 NUM_WARPS = 4
