@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -107,8 +108,6 @@ def test_a_failing_kernel_falls_back_to_torch_ops_with_one_warning(monkeypatch):
     assert Broken.calls == 1 and _ops._TRITON is False  # not tried again in this process
     want = sinkhorn(x, tol=1e-5, backend="torch")
     assert torch.equal(got.labels, want.labels) and got.n_iter == want.n_iter
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sinkhorn(x, tol=1e-5)  # no second warning
