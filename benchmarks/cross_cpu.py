@@ -184,7 +184,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def plan(demo_seeds: list[int]) -> dict[str, dict[str, Any]]:
+def plan(demo_seeds: list[int], demo_epochs: int | None = None) -> dict[str, dict[str, Any]]:
     """The runs: name -> ``threads``, ``spec`` and ``env`` of :func:`run_once`."""
     preset = {"clustering.modality_weights": "stability"}  # the cpu preset's (the demo: equal)
     fast = {**preset, "training.kernels": "fast"}
@@ -201,12 +201,18 @@ def plan(demo_seeds: list[int]) -> dict[str, dict[str, Any]]:
         "tiny fast, 1 thread, AVX2": {"threads": 1, "spec": tiny(fast), "env": avx2},
     }
     for seed in demo_seeds:
-        runs[f"demo seed {seed}"] = {"threads": 1, "spec": {"seed": seed}, "timeout": 3000}
+        spec: dict[str, Any] = {"seed": seed}
+        name = f"demo seed {seed}"
+        if demo_epochs is not None:  # a shorter demo: as many clusterings as epochs
+            spec["overrides"] = {"training.epochs": demo_epochs, "clustering.n_clusterings": demo_epochs}
+            name += f", {demo_epochs} epochs"
+        runs[name] = {"threads": 1, "spec": spec, "timeout": 3000}
     return runs
 
 
 def measure(out: Path, demo_seeds: list[int], jobs: int, workdir: Path,
-            time_limit: float = 3600) -> dict[str, Any]:
+            time_limit: float = 3600, demo_epochs: int | None = None,
+            tiny: bool = True) -> dict[str, Any]:
     """Every run of :func:`plan` and k-means, ``jobs`` at a time; ``out`` is rewritten after each.
 
     A run still going ``time_limit`` seconds after the start is killed and listed in ``errors``.
@@ -242,7 +248,9 @@ def measure(out: Path, demo_seeds: list[int], jobs: int, workdir: Path,
             save()
         print(f"{name}: {res['wall_s']} s", flush=True)
 
-    jobs_ = plan(demo_seeds)
+    jobs_ = plan(demo_seeds, demo_epochs)
+    if not tiny:
+        jobs_ = {k: v for k, v in jobs_.items() if k.startswith("demo")}
     jobs_.update({f"k-means, {n} thread{'s' * (n > 1)}": {"threads": n, "kmeans": True} for n in (1, 4)})
     save()
     # the demos first: they take longest
@@ -315,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, help="JSON to write")
     p.add_argument("--demo-seeds", default="", help="comma-separated demo seeds (default none)")
+    p.add_argument("--demo-epochs", type=int, default=None,
+                   help="train the demos this many epochs (default: the demo's 30)")
+    p.add_argument("--no-tiny", action="store_true", help="only the demos and k-means")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--workdir", type=Path, default=None, help="run folders (default: next to --out)")
     p.add_argument("--time-limit", type=float, default=3600, help="seconds; later runs are killed")
@@ -329,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.demo_seeds.split(",") if s.strip()]
     workdir = args.workdir or args.out.with_suffix(".runs")
     workdir.mkdir(parents=True, exist_ok=True)
-    result = measure(args.out, seeds, args.jobs, workdir, args.time_limit)
+    result = measure(args.out, seeds, args.jobs, workdir, args.time_limit, args.demo_epochs,
+                     not args.no_tiny)
     print(json.dumps(result["machine"], indent=1))
     print("\n".join(within(result)))
     return 1 if result["errors"] else 0
