@@ -35,24 +35,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: One demo run (``run_demo``) in a fresh process with N torch and numba threads; prints the
+#: One demo run (``run_demo``) in a fresh process with N torch threads; prints the
 #: sha256 of the trained weights, the labels (paths relative to the output folder), MKL's mode
 #: and, for a demo with ground truth, the headline NMIs and the verdict.
 RUN = """
 import hashlib, json, os, sys
 import torch
-try:
-    import numba
-except ImportError:  # the solver then runs on torch's ops: recorded in the machine's versions
-    numba = None
 if os.environ.get("TEST_FFMPEG_FLAGS"):  # FFmpeg's SIMD limited as on another CPU
     import ctypes
     lib, flags = os.environ["TEST_FFMPEG_FLAGS"].split(":")
     ctypes.CDLL(lib).av_force_cpu_flags(int(flags))
 n, out, spec = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-torch.set_num_threads(n)
-if numba is not None:
-    numba.set_num_threads(n)
+torch.set_num_threads(n)  # as OMP_NUM_THREADS; numba's threads: NUMBA_NUM_THREADS (its pool is
+# not started here: a user's process starts it at the first clustering, see otcluster._threads)
 from otcluster_video.demo import headline, run_demo, verdict
 try:
     import jinja2, matplotlib
@@ -237,10 +232,12 @@ def measure(out: Path, demo_seeds: list[int], jobs: int, workdir: Path,
                 res = run_once(folder, job["threads"], job["spec"], job.get("env"),
                                timeout=max(1.0, min(job.get("timeout", 900), left)))
         except (RuntimeError, subprocess.TimeoutExpired, StopIteration) as e:
+            why = (f"timed out after {e.timeout:.0f} s" if isinstance(e, subprocess.TimeoutExpired)
+                   else str(e)[-2000:])
             with lock:
-                result["errors"][name] = str(e)[-2000:]
+                result["errors"][name] = why
                 save()
-            print(f"{name}: FAILED ({e!s:.200})", flush=True)
+            print(f"{name}: FAILED ({why[-300:]})", flush=True)
             return
         res["wall_s"] = round(time.perf_counter() - t, 1)
         with lock:

@@ -18,6 +18,12 @@ def limit_threads(n: int = 1) -> Iterator[None]:
     other threads (OpenMP workers spinning on the cores) made tiny ops 10-100x slower (a 64 x 99
     log-mel; small matrix products). DataLoader workers already use one thread.
 
+    numba's thread pool is started first: with numba's OpenMP threading layer, the pool's start
+    sets the process's OpenMP thread count to numba's, which would undo the limit for every
+    torch op after the first numba kernel of the block (measured: a ``training.threads = 1``
+    run trained on all cores from its first clustering on, and its weights depended on the
+    machine's core count). Started before the limit, the pool leaves it alone.
+
     Examples
     --------
     >>> with limit_threads(1):
@@ -26,6 +32,7 @@ def limit_threads(n: int = 1) -> Iterator[None]:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    _start_numba_pool()
     old = torch.get_num_threads()
     if old <= n:
         yield
@@ -35,3 +42,17 @@ def limit_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _start_numba_pool() -> None:
+    """Start numba's thread pool now (once per process; nothing when numba is missing).
+
+    See :func:`limit_threads`: the pool's start sets the OpenMP thread count of the process.
+    """
+    if torch.utils.data.get_worker_info() is not None:  # a DataLoader worker runs no numba kernel
+        return
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency; the torch back-end without it
+        return
+    numba.get_num_threads()  # starts the pool (numba.np.ufunc.parallel._launch_threads)

@@ -62,3 +62,31 @@ def test_limit_threads_restores_the_thread_count():
     with pytest.raises(ValueError, match="positive integer"):
         with limit_threads(0):
             pass
+
+
+#: A fresh process whose first numba kernel runs inside ``limit_threads(1)``: the dense numba
+#: solver, then the thread count torch's next op gets.
+_FIRST_NUMBA_KERNEL_INSIDE = """
+import torch
+from otcluster import sinkhorn
+from otcluster._threads import limit_threads
+with limit_threads(1):
+    before = torch.get_num_threads()
+    sinkhorn(torch.randn(3000, 20).log_softmax(-1), backend="numba")
+    print(before, torch.get_num_threads())
+"""
+
+
+def test_limit_threads_holds_after_the_first_numba_kernel():
+    # numba's OpenMP threading layer sets the process's OpenMP thread count when its pool
+    # starts; started inside the block, it undid the limit for every torch op after it (a
+    # training.threads = 1 run trained on all cores from its first clustering on).
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-c", _FIRST_NUMBA_KERNEL_INSIDE], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "1"]

@@ -147,32 +147,18 @@ def test_seed_sets_the_data_and_the_training_seed(tmp_path, monkeypatch):
             run_demo(tmp_path / "e", seed=bad, progress=False)
 
 
-#: One tiny demo run in a fresh process with N torch and numba threads; prints the labels
-#: (paths relative to the output folder) and a hash of the trained weights.
-_TINY_RUN = """
-import hashlib, json, os, sys
-import numba, torch
-if os.environ.get("TEST_FFMPEG_FLAGS"):  # FFmpeg's SIMD limited as on another CPU
-    import ctypes
-    lib, flags = os.environ["TEST_FFMPEG_FLAGS"].split(":")
-    ctypes.CDLL(lib).av_force_cpu_flags(int(flags))
-n, out = int(sys.argv[1]), sys.argv[2]
-extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-torch.set_num_threads(n)
-numba.set_num_threads(n)
-from otcluster_video.demo import run_demo
-res = run_demo(out, data={"n_videos": 24, "n_classes": 3, "broken": 2},
-               overrides={"training.epochs": 2, "clustering.n_clusterings": 2,
-                          "training.batch_size": 8, **extra}, progress=False)
-ck = torch.load(os.path.join(out, "run", "checkpoints", "last.pt"), weights_only=True)
-h = hashlib.sha256()
-for k, v in sorted(ck["model"].items()):
-    h.update(k.encode()); h.update(v.contiguous().numpy().tobytes())
-labels = [line.split(",", 1)[1] + os.path.relpath(line.split(",", 1)[0], out)
-          for line in open(res["paths"]["labels"]).read().splitlines()[1:]]
-from otcluster import mkl_cnr_mode
-print("RESULT" + json.dumps({"weights": h.hexdigest(), "labels": labels, "mkl": mkl_cnr_mode()}))
-"""
+def _cross_cpu():
+    """``benchmarks/cross_cpu.py``, which holds the tiny run and the CPU emulation these tests use."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cross_cpu.py"
+    spec = importlib.util.spec_from_file_location("cross_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cross_cpu = _cross_cpu()
 
 
 @pytest.mark.slow
@@ -190,42 +176,9 @@ def test_same_seed_and_thread_count_give_bit_identical_runs(tmp_path, threads):
 
 
 def _tiny_run(out, threads: int, extra: dict | None = None, env: dict | None = None) -> dict:
-    """:data:`_TINY_RUN` in a fresh process with ``threads`` torch and numba threads."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**{k: v for k, v in os.environ.items() if k not in _CPU_EMULATION and k != "MKL_CBWR"},
-           "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-c", _TINY_RUN, str(threads), str(out), json.dumps(extra or {})],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
-
-
-#: This CPU as a CPU with AVX2 but no AVX-512: each library told to pick its AVX2 kernels
-#: (FFmpeg, which writes and decodes the videos, through ``TEST_FFMPEG_FLAGS``).
-_CPU_EMULATION = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "NUMBA_CPU_NAME": "haswell",
-                  "TEST_FFMPEG_FLAGS": ""}
-
-#: libavutil's x86 flags (cpu.h) of a CPU with AVX2, FMA3 and BMI2 but no AVX-512.
-_FFMPEG_AVX2 = sum((0x1, 0x2, 0x8, 0x10, 0x40, 0x80, 0x100, 0x200, 0x1000, 0x4000, 0x8000,
-                    0x10000, 0x20000, 0x40000))
-
-
-def _ffmpeg_avx2() -> dict:
-    """``TEST_FFMPEG_FLAGS`` for the tiny run: PyAV's bundled libavutil and :data:`_FFMPEG_AVX2`."""
-    import glob
-    import os
-
-    import av
-
-    libs = glob.glob(os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libavutil*.so*"))
-    return {"TEST_FFMPEG_FLAGS": f"{libs[0]}:{_FFMPEG_AVX2}"} if libs else {}
+    """The tests' tiny run (:data:`cross_cpu.TINY`, with ``extra`` overrides) in a fresh process."""
+    spec = {**cross_cpu.TINY, "overrides": {**cross_cpu.TINY["overrides"], **(extra or {})}}
+    return cross_cpu.run_once(out, threads, spec, env)
 
 
 @pytest.mark.slow
@@ -237,7 +190,8 @@ def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path):
     # differently (measured: 20 of 24 labels the same; docs/video.md, "Reproducibility").
     preset = {"clustering.modality_weights": "stability"}  # the preset's (the demo: equal)
     here = _tiny_run(tmp_path / "here", 1, preset)
-    avx2 = _tiny_run(tmp_path / "avx2", 1, preset, env={**_CPU_EMULATION, **_ffmpeg_avx2()})
+    emulation = {**cross_cpu.CPU_EMULATION, **cross_cpu.ffmpeg_avx2()}
+    avx2 = _tiny_run(tmp_path / "avx2", 1, preset, env=emulation)
     assert here["mkl"] in (None, "COMPATIBLE")
     assert len(here["labels"]) == 24
     assert avx2["weights"] == here["weights"]
