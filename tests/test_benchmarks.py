@@ -355,3 +355,46 @@ def test_gpu_page_is_the_raw_runs(tmp_path):
 
 def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], check=True, timeout=60)
+
+
+def _cross_cpu():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cross_cpu", BENCH / "cross_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cross_cpu_compare_tells_identical_runs_from_other_ones():
+    cc = _cross_cpu()
+    labels = [f"data/c0/{i:05d}.mp4,{i % 3},0.5,{i % 3},0.5,c0,ok" for i in range(24)]
+    machine = {"cpu": "X", "vendor": "V", "versions": {"torch": "1"}}
+    a = {"machine": machine, "runs": {"tiny fast, 1 thread": {"weights": "aa", "labels": labels},
+                                      "tiny fast, 1 thread, AVX2": {"weights": "aa", "labels": labels}},
+         "kmeans": {}}
+    other = [x.replace(",0.5,", ",0.6,", 1) for x in labels]  # confidences only
+    other[3] = other[3].replace(",0,", ",2,", 1)  # and one label
+    b = {"machine": {**machine, "versions": {"torch": "2"}},
+         "runs": {"tiny fast, 1 thread": {"weights": "bb", "labels": other}}, "kmeans": {}}
+    lines = cc.compare(a, b)
+    assert "| torch | 1 | 2 (differs) |" in lines
+    assert "| tiny fast, 1 thread | differ | 0 of 24 | 23 of 24 |  |" in lines
+    assert all("AVX2" not in x for x in lines)  # only runs in both
+    assert "| tiny fast, 1 thread | identical | 24 of 24 | 24 of 24 |  |" in cc.compare(a, a)
+    assert cc.within(a)[-1] == ("| tiny fast, 1 thread | tiny fast, 1 thread, AVX2 | identical | "
+                                "24 of 24 | 24 of 24 |")
+    # every pair the page compares is a run of the plan
+    names = set(cc.plan([0], demo_epochs=3))
+    assert {n for pair in cc.PAIRS for n in pair} <= names and "demo seed 0, 3 epochs" in names
+
+
+def test_cross_cpu_page_is_the_committed_runs():
+    """docs/benchmarks/cross_cpu.md shows what --compare prints for the committed runs."""
+    cc = _cross_cpu()
+    runs = ROOT / "docs" / "benchmarks" / "cross_cpu"
+    page = (ROOT / "docs" / "benchmarks" / "cross_cpu.md").read_text()
+    amd, intel = (json.loads((runs / f"{m}_torch2.11.json").read_text()) for m in ("amd", "intel"))
+    assert intel["machine"]["vendor"] == "GenuineIntel" and amd["machine"]["vendor"] == "AuthenticAMD"
+    for lines in (cc.compare(amd, intel), cc.within(intel), cc.within(amd)):
+        assert "\n".join(lines[2:]) in page
