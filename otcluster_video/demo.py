@@ -41,7 +41,7 @@ DEMO_DATA: dict[str, Any] = {
 #: ``heads.n_clusters`` is set to the number of classes). The prior is uniform because the
 #: synthetic classes are balanced; the paper's Gaussian prior (the presets' default) is meant
 #: for real, unevenly sized classes. Measured over two seeds (docs/benchmarks/quality_av.md,
-#: earlier code; docs/video.md has this code's spread over seeds 0-4):
+#: earlier code; docs/video.md has the spread over seeds 0-9):
 #: both streams' NMI 99.4 and 88.1 with the uniform prior, 85.0 and 64.1 with the Gaussian one,
 #: which on the second seed fell below the video heads alone. 30 epochs and 30 clusterings
 #: rather than 20 and 25 since the preset's portable kernels: their rounding is another draw,
