@@ -33,8 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-
 #: One demo run (``run_demo``) in a fresh process with N torch threads; prints the
 #: sha256 of the trained weights, the labels (paths relative to the output folder), MKL's mode
 #: and, for a demo with ground truth, the headline NMIs and the verdict.
@@ -149,7 +147,8 @@ def kmeans_once(threads: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, vendor and SIMD flags; versions of the libraries that round; MKL's mode."""
+    """CPU model, vendor and SIMD flags; versions of the libraries that round (MKL's mode is
+    recorded per run: the portable kernels set it)."""
     import importlib.metadata as md
     import platform
 
@@ -336,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out or --compare is needed")
     seeds = [int(s) for s in args.demo_seeds.split(",") if s.strip()]
     workdir = args.workdir or args.out.with_suffix(".runs")
+    if args.out.exists():  # never overwrite a result
+        p.error(f"{args.out} exists: choose another --out")
+    if workdir.exists() and any(workdir.iterdir()):  # a run folder there would be reused
+        p.error(f"{workdir} is not empty: choose another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     result = measure(args.out, seeds, args.jobs, workdir, args.time_limit, args.demo_epochs,
                      not args.no_tiny)

@@ -398,3 +398,17 @@ def test_cross_cpu_page_is_the_committed_runs():
     assert intel["machine"]["vendor"] == "GenuineIntel" and amd["machine"]["vendor"] == "AuthenticAMD"
     for lines in (cc.compare(amd, intel), cc.within(intel), cc.within(amd)):
         assert "\n".join(lines[2:]) in page
+
+
+def test_cross_cpu_never_overwrites_a_result_or_reuses_run_folders(tmp_path):
+    cc = _cross_cpu()
+    out = tmp_path / "here.json"
+    out.write_text("{}")
+    with pytest.raises(SystemExit):
+        cc.main(["--out", str(out)])
+    assert out.read_text() == "{}"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "old").mkdir()
+    with pytest.raises(SystemExit):
+        cc.main(["--out", str(tmp_path / "new.json"), "--workdir", str(tmp_path / "runs")])
+    assert not (tmp_path / "new.json").exists()
