@@ -15,7 +15,12 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._threads import start_numba_pool
+
 __all__ = ["l1_cost_matrix", "pair_switch_search", "probability_defects"]
+
+# Before any kernel here runs: the pool's start would reset torch's thread count.
+start_numba_pool()
 
 # Rows accumulated in the input precision before being flushed into the float64 accumulator:
 # short enough that float32 rounding stays negligible, long enough to keep the inner loop

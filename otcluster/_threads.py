@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["limit_threads"]
+__all__ = ["limit_threads", "start_numba_pool"]
 
 
 @contextlib.contextmanager
@@ -32,7 +32,7 @@ def limit_threads(n: int = 1) -> Iterator[None]:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    _start_numba_pool()
+    start_numba_pool()
     old = torch.get_num_threads()
     if old <= n:
         yield
@@ -44,15 +44,26 @@ def limit_threads(n: int = 1) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _start_numba_pool() -> None:
-    """Start numba's thread pool now (once per process; nothing when numba is missing).
 
-    See :func:`limit_threads`: the pool's start sets the OpenMP thread count of the process.
+def start_numba_pool() -> None:
+    """Start numba's thread pool now, keeping torch's thread count (once per process).
+
+    With numba's OpenMP threading layer the pool's start sets the process's OpenMP thread count
+    to numba's, which is torch's too: a ``torch.set_num_threads(1)`` made before (by a user, or
+    by :func:`limit_threads`) would silently stop holding. So the count torch had is put back
+    right after. The project's numba modules call this when they are imported, before any of
+    their kernels runs, and :func:`limit_threads` calls it before it limits torch (a numba kernel
+    of someone else's inside the block then finds the pool started). Later kernel launches
+    leave the count alone. Nothing in a DataLoader worker (it runs no numba kernel) or without
+    numba.
     """
-    if torch.utils.data.get_worker_info() is not None:  # a DataLoader worker runs no numba kernel
+    if torch.utils.data.get_worker_info() is not None:
         return
     try:
         import numba
     except ImportError:  # pragma: no cover - numba is a dependency; the torch back-end without it
         return
+    before = torch.get_num_threads()
     numba.get_num_threads()  # starts the pool (numba.np.ufunc.parallel._launch_threads)
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -169,16 +169,11 @@ def test_bench_restarts_quick(tmp_path):
     assert cache.stat().st_mtime_ns == before
 
 
-def test_single_stream_sela_takes_its_streams_optimizer():
-    import importlib.util
-
+def test_single_stream_sela_takes_its_streams_optimizer(load_benchmark):
     from otcluster_video import load_preset
     from otcluster_video._build import trainer_config
 
-    spec = importlib.util.spec_from_file_location("bench_robustness_av",
-                                                  BENCH / "bench_robustness_av.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_robustness_av")
     pair = trainer_config(load_preset("cpu", {"training.optimizer": ["adamw", "sgd"],
                                               "training.lr": [1e-3, 0.05]}))
     audio, video = bench.for_stream(pair, "audio"), bench.for_stream(pair, "video")
@@ -357,17 +352,8 @@ def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], check=True, timeout=60)
 
 
-def _cross_cpu():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cross_cpu", BENCH / "cross_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cross_cpu_compare_tells_identical_runs_from_other_ones():
-    cc = _cross_cpu()
+def test_cross_cpu_compare_tells_identical_runs_from_other_ones(load_benchmark):
+    cc = load_benchmark("cross_cpu")
     labels = [f"data/c0/{i:05d}.mp4,{i % 3},0.5,{i % 3},0.5,c0,ok" for i in range(24)]
     machine = {"cpu": "X", "vendor": "V", "versions": {"torch": "1"}}
     a = {"machine": machine, "runs": {"tiny fast, 1 thread": {"weights": "aa", "labels": labels},
@@ -389,9 +375,9 @@ def test_cross_cpu_compare_tells_identical_runs_from_other_ones():
     assert {n for pair in cc.PAIRS for n in pair} <= names and "demo seed 0, 3 epochs" in names
 
 
-def test_cross_cpu_page_is_the_committed_runs():
+def test_cross_cpu_page_is_the_committed_runs(load_benchmark):
     """docs/benchmarks/cross_cpu.md shows what --compare prints for the committed runs."""
-    cc = _cross_cpu()
+    cc = load_benchmark("cross_cpu")
     runs = ROOT / "docs" / "benchmarks" / "cross_cpu"
     page = (ROOT / "docs" / "benchmarks" / "cross_cpu.md").read_text()
     amd, intel = (json.loads((runs / f"{m}_torch2.11.json").read_text()) for m in ("amd", "intel"))
@@ -400,8 +386,8 @@ def test_cross_cpu_page_is_the_committed_runs():
         assert "\n".join(lines[2:]) in page
 
 
-def test_cross_cpu_never_overwrites_a_result_or_reuses_run_folders(tmp_path):
-    cc = _cross_cpu()
+def test_cross_cpu_never_overwrites_a_result_or_reuses_run_folders(tmp_path, load_benchmark):
+    cc = load_benchmark("cross_cpu")
     out = tmp_path / "here.json"
     out.write_text("{}")
     with pytest.raises(SystemExit):

@@ -12,8 +12,13 @@ import numba
 import numpy as np
 from numba import prange
 
+from .._threads import start_numba_pool
+
 __all__ = ["assign_by_deficit", "build_kernel", "build_kernel_f32", "fused_pass", "row_argmax",
            "scale_plan", "n_chunks"]
+
+# Before any kernel here runs: the pool's start would reset torch's thread count.
+start_numba_pool()
 
 _CACHE = True
 

@@ -64,29 +64,60 @@ def test_limit_threads_restores_the_thread_count():
             pass
 
 
-#: A fresh process whose first numba kernel runs inside ``limit_threads(1)``: the dense numba
-#: solver, then the thread count torch's next op gets.
-_FIRST_NUMBA_KERNEL_INSIDE = """
-import torch
-from otcluster import sinkhorn
+#: Fresh processes in which the first numba kernel runs after torch's thread count was set to 1:
+#: by ``limit_threads`` (the project's numba solver; someone else's numba kernel) or by the user
+#: (the solver; the alignment's kernels). Each prints torch's count before and after.
+_FIRST_NUMBA_KERNEL = {
+    "solver inside limit_threads": """
 from otcluster._threads import limit_threads
 with limit_threads(1):
     before = torch.get_num_threads()
     sinkhorn(torch.randn(3000, 20).log_softmax(-1), backend="numba")
     print(before, torch.get_num_threads())
-"""
+""",
+    "own numba kernel inside limit_threads": """
+import numba, numpy as np
+from otcluster._threads import limit_threads
+
+@numba.njit(parallel=True)
+def total(a):
+    s = 0.0
+    for i in numba.prange(a.shape[0]):
+        s += a[i]
+    return s
+
+with limit_threads(1):
+    before = torch.get_num_threads()
+    total(np.ones(1000))
+    print(before, torch.get_num_threads())
+""",
+    "solver after torch.set_num_threads(1)": """
+torch.set_num_threads(1)
+sinkhorn(torch.randn(3000, 20).log_softmax(-1), backend="numba")
+print(1, torch.get_num_threads())
+""",
+    "alignment after torch.set_num_threads(1)": """
+from otcluster import alignment_cost_matrix
+torch.set_num_threads(1)
+p = torch.randn(500, 8).softmax(-1)
+alignment_cost_matrix(p, p, backend="numba")
+print(1, torch.get_num_threads())
+""",
+}
 
 
-def test_limit_threads_holds_after_the_first_numba_kernel():
+@pytest.mark.parametrize("case", sorted(_FIRST_NUMBA_KERNEL))
+def test_torch_keeps_its_thread_count_when_numba_starts_its_pool(case):
     # numba's OpenMP threading layer sets the process's OpenMP thread count when its pool
-    # starts; started inside the block, it undid the limit for every torch op after it (a
+    # starts. Started inside limit_threads(1), it undid the limit for every torch op after it (a
     # training.threads = 1 run trained on all cores from its first clustering on).
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-c", _FIRST_NUMBA_KERNEL_INSIDE], env=env,
+    script = "import torch\nfrom otcluster import sinkhorn\n" + _FIRST_NUMBA_KERNEL[case]
+    proc = subprocess.run([sys.executable, "-c", script], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["1", "1"]

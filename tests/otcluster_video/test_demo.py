@@ -147,51 +147,44 @@ def test_seed_sets_the_data_and_the_training_seed(tmp_path, monkeypatch):
             run_demo(tmp_path / "e", seed=bad, progress=False)
 
 
-def _cross_cpu():
+@pytest.fixture(scope="module")
+def cross_cpu(load_benchmark):
     """``benchmarks/cross_cpu.py``, which holds the tiny run and the CPU emulation these tests use."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cross_cpu.py"
-    spec = importlib.util.spec_from_file_location("cross_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cross_cpu = _cross_cpu()
+    return load_benchmark("cross_cpu")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("threads", [1, 2])
-def test_same_seed_and_thread_count_give_bit_identical_runs(tmp_path, threads):
+def test_same_seed_and_thread_count_give_bit_identical_runs(tmp_path, threads, cross_cpu):
     # The contract is per thread count. Across thread counts it does not hold: the weight
     # gradients of torch's CPU convolutions (oneDNN) split their sums by thread, a ~1e-6
     # relative difference that training amplifies into other weights and labels; the numba
     # kernels' thread count changes nothing (measured: docs/video.md, "Reproducibility").
 
-    runs = [_tiny_run(tmp_path / f"run{i}", threads) for i in range(2)]
+    runs = [_tiny_run(cross_cpu, tmp_path / f"run{i}", threads) for i in range(2)]
     assert len(runs[0]["labels"]) == 24
     assert runs[0]["labels"] == runs[1]["labels"]
     assert runs[0]["weights"] == runs[1]["weights"]
 
 
-def _tiny_run(out, threads: int, extra: dict | None = None, env: dict | None = None) -> dict:
-    """The tests' tiny run (:data:`cross_cpu.TINY`, with ``extra`` overrides) in a fresh process."""
+def _tiny_run(cross_cpu, out, threads: int, extra: dict | None = None,
+              env: dict | None = None) -> dict:
+    """The tests' tiny run (``cross_cpu.TINY``, with ``extra`` overrides) in a fresh process."""
     spec = {**cross_cpu.TINY, "overrides": {**cross_cpu.TINY["overrides"], **(extra or {})}}
     return cross_cpu.run_once(out, threads, spec, env)
 
 
 @pytest.mark.slow
-def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path):
+def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path, cross_cpu):
     # The cpu preset's training.kernels = "portable" (oneDNN off, MKL's COMPATIBLE branch): the
     # same tiny run with every library limited to AVX2 (another CPU, emulated; FFmpeg too, when
     # PyAV bundles its libavutil: it writes and decodes the videos) is bit-identical.
     # With the "fast" kernels it is not on an AVX-512 CPU: oneDNN's AVX2 convolutions round
     # differently (measured: 20 of 24 labels the same; docs/video.md, "Reproducibility").
     preset = {"clustering.modality_weights": "stability"}  # the preset's (the demo: equal)
-    here = _tiny_run(tmp_path / "here", 1, preset)
+    here = _tiny_run(cross_cpu, tmp_path / "here", 1, preset)
     emulation = {**cross_cpu.CPU_EMULATION, **cross_cpu.ffmpeg_avx2()}
-    avx2 = _tiny_run(tmp_path / "avx2", 1, preset, env=emulation)
+    avx2 = _tiny_run(cross_cpu, tmp_path / "avx2", 1, preset, env=emulation)
     assert here["mkl"] in (None, "COMPATIBLE")
     assert len(here["labels"]) == 24
     assert avx2["weights"] == here["weights"]
@@ -199,14 +192,14 @@ def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_threads_1_gives_the_same_run_on_1_2_and_4_threads(tmp_path):
+def test_training_threads_1_gives_the_same_run_on_1_2_and_4_threads(tmp_path, cross_cpu):
     # training.threads = 1 trains on one torch thread whatever the process has, so the
     # thread-dependent sums of oneDNN's convolution weight gradients (see above) cannot differ;
     # labelling (forward passes only) is bit-identical across thread counts anyway.
     # With the cpu preset's stability weights (the demo overrides them with equal ones), so the
     # two extra passes and the kappas are covered too.
     extra = {"training.threads": 1, "clustering.modality_weights": "stability"}
-    runs = [_tiny_run(tmp_path / f"t{n}", n, extra) for n in (1, 2, 4)]
+    runs = [_tiny_run(cross_cpu, tmp_path / f"t{n}", n, extra) for n in (1, 2, 4)]
     assert len(runs[0]["labels"]) == 24
     for other in runs[1:]:
         assert other["weights"] == runs[0]["weights"]
