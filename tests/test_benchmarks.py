@@ -398,3 +398,38 @@ def test_cross_cpu_never_overwrites_a_result_or_reuses_run_folders(tmp_path, loa
     with pytest.raises(SystemExit):
         cc.main(["--out", str(tmp_path / "new.json"), "--workdir", str(tmp_path / "runs")])
     assert not (tmp_path / "new.json").exists()
+
+
+def _page(nmis: dict[str, list[float]], seeds=(1, 2, 3), met=(True, False)) -> dict:
+    """A robustness page with the given per-seed NMIs of 'both streams (labels.csv)' per world."""
+    return {"split": {"held_out": list(seeds)},
+            "worlds": {w: {"methods": {"both streams (labels.csv)": {"nmi": float(np.mean(v)), "nmi_all": v}},
+                           "targets": {"a": met[0], "b": met[1], "c": None}} for w, v in nmis.items()}}
+
+
+def test_robustness_pairs_pairs_only_the_world_seeds_both_pages_ran(load_benchmark):
+    pairs = load_benchmark("robustness_pairs")
+    new = _page({"x": [0.5, 0.7, 0.9], "y": [0.2, 0.4, 0.1]})
+    old = _page({"x": [0.4, 0.7], "y": [0.3, 0.1, 0.1], "z": [1.0, 1.0, 1.0]}, met=(True, True))
+    p = pairs.paired(new, old, "both streams (labels.csv)")
+    d = np.array([10.0, 0.0, -10.0, 30.0, 0.0])  # x seeds 1-2, y seeds 1-3; z only in old
+    assert p["n"] == 5 and (p["up"], p["down"]) == (2, 1)
+    assert p["mean"] == pytest.approx(d.mean())
+    assert p["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(5))
+    res = pairs.compare(new, old)
+    assert list(res["worlds"]) == ["x", "y"] and res["targets"] == [2, 4]
+    assert pairs.paired(new, _page({"q": [0.1]}), "both streams (labels.csv)") == {"n": 0}
+
+
+def test_robustness_pairs_reproduces_the_moment_pages_gain(load_benchmark):
+    """The moment page's '+4.1 ± 2.2 NMI over 21 world-seeds, better in 12, worse in 8' and its
+    21 of 35 targets (against 18), recomputed from the two committed JSON files."""
+    pairs = load_benchmark("robustness_pairs")
+    pages = ROOT / "docs" / "benchmarks"
+    res = pairs.compare(json.loads((pages / "robustness_av_moment.json").read_text()),
+                        json.loads((pages / "robustness_av.json").read_text()))
+    both = res["paired"]["both streams (labels.csv)"]
+    assert (both["n"], both["up"], both["down"]) == (21, 12, 8)
+    assert f"{both['mean']:+.1f} ± {both['se']:.1f}" == "+4.1 ± 2.2"
+    assert res["targets"] == [21, 18]
+    assert "| shape | 64.3 / 50.5 |" in pairs.markdown(res)
