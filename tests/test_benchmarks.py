@@ -433,3 +433,31 @@ def test_robustness_pairs_reproduces_the_moment_pages_gain(load_benchmark):
     assert f"{both['mean']:+.1f} ± {both['se']:.1f}" == "+4.1 ± 2.2"
     assert res["targets"] == [21, 18]
     assert "| shape | 64.3 / 50.5 |" in pairs.markdown(res)
+
+
+def test_the_preset_pages_numbers_are_what_robustness_pairs_prints(load_benchmark):
+    """The preset's held-out page after the thread fix: its table against the moment page (the
+    same runs before the fix) and its gains against equal weights, recomputed from the JSON."""
+    pairs = load_benchmark("robustness_pairs")
+    pages = ROOT / "docs" / "benchmarks"
+
+    def load(name: str) -> dict:
+        return json.loads((pages / f"{name}.json").read_text())
+
+    preset, equal = load("robustness_av_preset"), load("robustness_av_equal")
+    text = (pages / "robustness_av_preset.md").read_text()
+    redraw = pairs.compare(preset, load("robustness_av_moment"))
+    for row in pairs.markdown(redraw).splitlines()[2:9]:  # one line per world
+        assert row in text, row
+    both = redraw["paired"]["both streams (labels.csv)"]
+    assert f"**{both['mean']:+.1f} ± {both['se']:.1f} NMI**" in text
+    assert redraw["targets"] == [18, 21] and "**Result: 18 of issue 10's 35 targets, not 21.**" in text
+    gain = pairs.compare(preset, equal)["paired"]["both streams (labels.csv)"]
+    equal_text = " ".join((pages / "robustness_av_equal.md").read_text().split())
+    assert (f"**{gain['mean']:+.1f} ± {gain['se']:.1f}** over the 21 world-seeds (mean ± standard "
+            f"error; up {gain['up']}, down {gain['down']})") in equal_text
+    before = pairs.paired(load("robustness_av_moment"), load("robustness_av"), "both streams (labels.csv)")
+    pooled = np.array(gain["diffs"] + before["diffs"])  # the rule's 42 pairs, both draws
+    assert len(pooled) == 42
+    assert (f"**{pooled.mean():+.1f} ± {pooled.std(ddof=1) / np.sqrt(42):.1f}** (up "
+            f"{(pooled > 0).sum()}, down {(pooled < 0).sum()})") in " ".join(text.split())
