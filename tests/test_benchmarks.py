@@ -461,3 +461,16 @@ def test_the_preset_pages_numbers_are_what_robustness_pairs_prints(load_benchmar
     assert len(pooled) == 42
     assert (f"**{pooled.mean():+.1f} ± {pooled.std(ddof=1) / np.sqrt(42):.1f}** (up "
             f"{(pooled > 0).sum()}, down {(pooled < 0).sum()})") in " ".join(text.split())
+
+
+def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_benchmark, tmp_path, capsys):
+    pairs = load_benchmark("robustness_pairs")
+    pages = ROOT / "docs" / "benchmarks"
+    args = [str(pages / "robustness_av_moment.json"), str(pages / "robustness_av.json")]
+    res = pairs.main([*args, "--json", str(tmp_path / "pairs.json")])
+    assert "| shape | 64.3 / 50.5 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "pairs.json").read_text())["targets"] == res["targets"] == [21, 18]
+    (tmp_path / "mine.json").write_text("a user's file")
+    with pytest.raises(SystemExit):
+        pairs.main([*args, "--json", str(tmp_path / "mine.json")])
+    assert (tmp_path / "mine.json").read_text() == "a user's file"
