@@ -46,6 +46,7 @@ from bench_robustness_av import (  # noqa: E402
     run_cell,
     work_tag,
 )
+from robustness_pairs import mean_se  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from otcluster_video import load_preset  # noqa: E402
@@ -106,8 +107,8 @@ def _gains(cells: list[dict]) -> dict[str, list[float]]:
 
 
 def _mean_se(x: list[float]) -> str:
-    se = statistics.stdev(x) / len(x) ** 0.5 if len(x) > 1 else float("nan")
-    return f"{statistics.mean(x):+.1f} ± {se:.1f}"
+    mean, se = mean_se(x)
+    return f"{mean:+.1f} ± {se:.1f}"
 
 
 def write_report(res: dict, out: Path, name: str) -> None:

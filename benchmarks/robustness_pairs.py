@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 ROWS = ("both streams (labels.csv)", "video heads", "audio heads", "OT self-labels",
@@ -27,18 +28,21 @@ def _per_seed(page: dict, world: str, method: str) -> dict[int, float]:
     return dict(zip(seeds, r.get("nmi_all", []), strict=False))
 
 
+def mean_se(x: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (nan for a single value)."""
+    return statistics.mean(x), (statistics.stdev(x) / len(x) ** 0.5 if len(x) > 1 else math.nan)
+
+
 def paired(new: dict, old: dict, method: str) -> dict:
     """The NMI change ``new - old`` of ``method`` over the world-seeds both pages ran (in %)."""
     diffs = []
     for world in new["worlds"]:
         a, b = _per_seed(new, world, method), _per_seed(old, world, method)
         diffs += [100 * (a[s] - b[s]) for s in sorted(a.keys() & b.keys())]
-    n = len(diffs)
-    if n == 0:
+    if not diffs:
         return {"n": 0}
-    mean = sum(diffs) / n
-    se = (math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) / math.sqrt(n)) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "se": se, "up": sum(d > 0 for d in diffs),
+    mean, se = mean_se(diffs)
+    return {"n": len(diffs), "mean": mean, "se": se, "up": sum(d > 0 for d in diffs),
             "down": sum(d < 0 for d in diffs), "diffs": diffs}
 
 

@@ -44,7 +44,6 @@ def limit_threads(n: int = 1) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-
 def start_numba_pool() -> None:
     """Start numba's thread pool now, keeping torch's thread count (once per process).
 
