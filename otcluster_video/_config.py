@@ -355,9 +355,10 @@ class ClusteringConfig:
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels), ``"stability"`` (each stream
     by how much its heads' clusters agree between two augmented clips of every video), both
-    with ``modality_weights_floor`` and ``_warmup`` (:class:`otcluster.TrainerConfig`), or fixed
-    weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset, fresh at
-    every clustering) that ``"stability"`` measures on, to bound its two extra passes;
+    with ``modality_weights_floor``, ``_warmup`` and ``_momentum``
+    (:class:`otcluster.TrainerConfig`), or fixed weights ``[video, audio]``.
+    ``stability_max_samples``: the videos (a random subset, fresh at every clustering) that
+    ``"stability"`` measures on, to bound its two extra passes;
     ``stability_every``: measure at every n-th clustering only, keeping the weights between;
     ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
     (end), so they differ only by the other augmentations (left out: each clip as in training).
@@ -377,6 +378,7 @@ class ClusteringConfig:
     modality_weights: str | tuple[float, float] = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
+    modality_weights_momentum: float = 0.0
     stability_max_samples: int = 4096
     stability_every: int = 1
     stability_position: float | None = None
@@ -394,6 +396,7 @@ class ClusteringConfig:
         "sinkhorn_scaling_stages": _at_least(0),
         "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "modality_weights_momentum": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
         "stability_max_samples": _at_least(1),
         "stability_every": _at_least(1),
         "modality_veto": (lambda v: v is None or (_num(v) and v > 0), "a number > 0, or left out"),

@@ -74,6 +74,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
                          f"numbers with a positive sum"),
     "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
+    "modality_weights_momentum": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
     "stability_max_samples": (_opt(_pos_int), "a positive integer or None"),
     "stability_every": (_pos_int, "a positive integer"),
     "modality_veto": (_opt(_pos_float), "a positive number or None"),
@@ -175,6 +176,12 @@ class TrainerConfig:
         With ``"information"`` or ``"stability"``: fraction of the clusterings, the first
         ones, that keep equal weights, so that a modality that learns more slowly is not judged
         before its encoder has learnt anything.
+    modality_weights_momentum : float in [0, 1), default 0
+        With ``"information"`` or ``"stability"``: share of the previous weights kept at each
+        update, ``w = momentum * w_before + (1 - momentum) * w_measured`` (an exponential moving
+        average from the equal weights), so that one noisy measurement cannot swing the
+        weights from one stream to the other between two clusterings. 0: each update sets the
+        measured weights.
     stability_max_samples : int or None, default 4096
         With ``"stability"``: measure the kappas on a random subset of at most this many
         samples, drawn afresh at every clustering from ``seed`` and the clustering's index (None:
@@ -271,6 +278,7 @@ class TrainerConfig:
     modality_weights: str | dict = "equal"
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
+    modality_weights_momentum: float = 0.0
     stability_max_samples: int | None = 4096
     stability_every: int = 1
     modality_veto: float | None = None

@@ -194,7 +194,8 @@ def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torc
     ``modality_weights="information"`` from the cross-entropies in ``fit`` (summed over the
     ranks, then reset) against ``labels``, once a step was measured; with ``"stability"`` from
     the kappas that ``stability()`` measures (:func:`stability_kappas`), at every
-    ``stability_every``-th clustering from the warm-up's end. Otherwise they stay.
+    ``stability_every``-th clustering from the warm-up's end, each update keeping
+    ``modality_weights_momentum`` of the weights before it. Otherwise they stay.
 
     Returns the weights in use (by modality), or None for fixed weights."""
     mode = config.modality_weights
@@ -215,5 +216,7 @@ def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torc
                                     config.modality_weights_floor)
         fit.reset()
     if w is not None:
+        m = config.modality_weights_momentum
+        w = [m * float(before) + (1 - m) * new for before, new in zip(model.modality_weights, w)]
         model.set_modality_weights(dict(zip(model.modalities, w)))
     return {m: float(v) for m, v in zip(model.modalities, model.modality_weights)}

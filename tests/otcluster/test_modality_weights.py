@@ -353,6 +353,49 @@ def test_stability_every_measures_every_nth_clustering_and_keeps_the_weights(mon
     assert a[1] != a[3] or a[3] != a[5], a  # each measurement set them anew
 
 
+@pytest.mark.parametrize("mode", ["stability", "information"])
+def test_momentum_keeps_its_share_of_the_weights_before(mode):
+    from otcluster._train.weighting import FitTracker, update_modality_weights
+
+    model = _model()
+    fit = FitTracker(2, torch.device("cpu"))
+    labels = (torch.arange(40) % 5).repeat(2, 1)  # (H, N)
+    measured = [[0.9, 0.1], [0.1, 0.9], [0.5, 0.5]]  # kappas, or fit's cross-entropies
+    expect, before = [], [0.5, 0.5]
+    for i, pair in enumerate(measured):
+        if mode == "information":
+            fit.sums.copy_(torch.tensor(pair + [1.0], dtype=fit.sums.dtype))
+            w = information_weights(pair, label_entropy(labels, 5), 0.2)
+        else:
+            w = stability_weights(pair, 0.2)
+        before = [0.7 * b + 0.3 * x for b, x in zip(before, w)]
+        expect.append(before)
+        got = update_modality_weights(model, fit, labels,
+                                      _config(modality_weights=mode, modality_weights_momentum=0.7,
+                                              heads=HeadConfig(n_heads=2, n_clusters=5)),
+                                      i, 3, stability=lambda pair=pair: pair)
+        assert got["a"] == pytest.approx(expect[-1][0], abs=1e-6), (i, got, expect)
+        assert got["a"] + got["b"] == pytest.approx(1.0, abs=1e-6)
+    # without momentum the second measurement would have swung "a" from 0.8 to under 0.2
+    assert 0.3 < expect[1][0] < 0.7
+
+
+def test_momentum_zero_sets_the_measured_weights():
+    from otcluster._train.weighting import FitTracker, update_modality_weights
+
+    model = _model()
+    got = update_modality_weights(model, FitTracker(2, torch.device("cpu")), None,
+                                  _config(modality_weights="stability"), 0, 3,
+                                  stability=lambda: [0.9, 0.1])
+    w = stability_weights([0.9, 0.1], 0.2)
+    assert got["a"] == pytest.approx(w[0], abs=1e-6) and got["b"] == pytest.approx(w[1], abs=1e-6)
+
+
+def test_bad_momentum_is_named():
+    with pytest.raises(ValueError, match="modality_weights_momentum"):
+        _config(modality_weights="stability", modality_weights_momentum=1.0).validate()
+
+
 class Steady(Blobs):
     """Like :class:`OneInformative`, but ``b``'s noise is fixed per sample: two reads agree."""
 
@@ -421,13 +464,15 @@ class CrashAfterEpoch2(SelfLabelTrainer):
             raise _Crash
 
 
-@pytest.mark.parametrize("mode,cap,every", [("information", None, 1), ("stability", None, 1),
-                                            ("stability", 50, 1), ("stability", None, 2)])
-def test_adaptive_weights_resume_exactly(tmp_path, mode, cap, every):
+@pytest.mark.parametrize("mode,cap,every,momentum", [
+    ("information", None, 1, 0.0), ("stability", None, 1, 0.0), ("stability", 50, 1, 0.0),
+    ("stability", None, 2, 0.0), ("stability", None, 1, 0.7)])
+def test_adaptive_weights_resume_exactly(tmp_path, mode, cap, every, momentum):
     data = Blobs(n=150, k=4)
     cfg = dict(heads=HeadConfig(n_heads=2, n_clusters=4, hidden_dim=8, dropout=0.3),
                n_clusterings=3 + every, prior="gaussian", modality_weights=mode,
-               stability_max_samples=cap, stability_every=every)
+               stability_max_samples=cap, stability_every=every,
+               modality_weights_momentum=momentum)
     full = SelfLabelTrainer(encoders(seed=5), data, _config(checkpoint_dir=str(tmp_path / "f"), **cfg))
     full.fit()
     crashing = CrashAfterEpoch2(encoders(seed=5), data,
