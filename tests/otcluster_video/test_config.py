@@ -292,6 +292,11 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
         load_preset("cpu", {"clustering.modality_weights_warmup": -0.1})
     assert trainer_config(load_preset("cpu", {"clustering.modality_weights_warmup": 0.3})
                           ).modality_weights_warmup == 0.3
+    with pytest.raises(ValueError, match="clustering.modality_weights_momentum"):
+        load_preset("cpu", {"clustering.modality_weights_momentum": 1.0})
+    assert trainer_config(load_preset("cpu", {"clustering.modality_weights_momentum": 0.7})
+                          ).modality_weights_momentum == 0.7
+    assert trainer_config(load_preset("cpu")).modality_weights_momentum == 0.0
 
 
 def test_modality_veto_reaches_the_trainer_and_round_trips(tmp_path):
