@@ -463,6 +463,28 @@ def test_the_preset_pages_numbers_are_what_robustness_pairs_prints(load_benchmar
             f"{(pooled > 0).sum()}, down {(pooled < 0).sum()})") in " ".join(text.split())
 
 
+def test_the_weight_screens_numbers_are_its_runs():
+    """The screen of steadier stability weights: every paired change in its table is recomputed
+    (numpy, not the page's helper) from the per-run NMIs in its JSON, and the verdict follows its
+    rule (above +1 and above the standard error)."""
+    pages = ROOT / "docs" / "benchmarks"
+    res = json.loads((pages / "robustness_av_screen_weights.json").read_text())
+    text = (pages / "robustness_av_screen_weights.md").read_text()
+    runs = {c: v["runs"] for c, v in res["configs"].items()}
+    assert len(runs["preset"]) == 14 and all(r.keys() == runs["preset"].keys() for r in runs.values())
+    for setting in ("warm-up 0.3", "momentum 0.7"):
+        cells = []
+        for row in ("both streams", "video heads", "audio heads"):
+            d = np.array([runs[setting][k][row] - runs["preset"][k][row] for k in runs["preset"]])
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            cells.append(f"{d.mean():+.1f} ± {se:.1f} (up {(d > 0).sum()}, down {(d < 0).sum()})")
+            if row == "both streams":
+                passed = d.mean() > 1 and d.mean() > se
+        assert f"| {setting} − preset | " + " | ".join(cells) + " |" in text
+        assert not passed, setting
+    assert "## Result: neither passed" in text
+
+
 def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_benchmark, tmp_path, capsys):
     pairs = load_benchmark("robustness_pairs")
     pages = ROOT / "docs" / "benchmarks"
