@@ -180,7 +180,7 @@ class TrainerConfig:
         With ``"information"`` or ``"stability"``: share of the previous weights kept at each
         update, ``w = momentum * w_before + (1 - momentum) * w_measured`` (an exponential moving
         average from the equal weights), so that one noisy measurement cannot swing the
-        weights from one stream to the other between two clusterings. 0: each update sets the
+        weights from one modality to the other between two clusterings. 0: each update sets the
         measured weights.
     stability_max_samples : int or None, default 4096
         With ``"stability"``: measure the kappas on a random subset of at most this many

@@ -216,7 +216,8 @@ def update_modality_weights(model: SelfLabelModel, fit: FitTracker, labels: torc
                                     config.modality_weights_floor)
         fit.reset()
     if w is not None:
-        m = config.modality_weights_momentum
-        w = [m * float(before) + (1 - m) * new for before, new in zip(model.modality_weights, w)]
+        keep = config.modality_weights_momentum
+        w = [keep * float(before) + (1 - keep) * new
+             for before, new in zip(model.modality_weights, w)]
         model.set_modality_weights(dict(zip(model.modalities, w)))
     return {m: float(v) for m, v in zip(model.modalities, model.modality_weights)}
