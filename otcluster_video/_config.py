@@ -355,19 +355,17 @@ class ClusteringConfig:
     eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
     (each stream by how well its heads predict the current labels), ``"stability"`` (each stream
     by how much its heads' clusters agree between two augmented clips of every video), both
-    with ``modality_weights_floor``, ``_warmup`` and ``_momentum``
-    (:class:`otcluster.TrainerConfig`), or fixed weights ``[video, audio]``.
-    ``stability_max_samples``: the videos (a random subset, fresh at every clustering) that
-    ``"stability"`` measures on, to bound its two extra passes;
+    with ``modality_weights_floor``, ``_warmup`` and ``_momentum`` (:class:`otcluster.TrainerConfig`),
+    or fixed weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset,
+    fresh at every clustering) that ``"stability"`` measures on, to bound its two extra passes;
     ``stability_every``: measure at every n-th clustering only, keeping the weights between;
     ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
     (end), so they differ only by the other augmentations (left out: each clip as in training).
     ``modality_veto``: a clip in a cluster of one stream that the other stream scatters (below
     ``modality_veto / K`` in any one of its clusters) is labelled by the other stream alone
-    (experimental; :class:`otcluster.TrainerConfig`).
-    ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in
-    training) or ``"confidence"`` (per head, by how confident each stream's heads are over the
-    videos labelled: :func:`otcluster.confidence_weights`)."""
+    (experimental; :class:`otcluster.TrainerConfig`). ``label_weights``: how ``label`` and
+    ``evaluate`` weigh them: ``"training"`` (as in training) or ``"confidence"`` (per head, by how
+    confident each stream's heads are over the videos labelled: :func:`otcluster.confidence_weights`)."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
@@ -394,9 +392,8 @@ class ClusteringConfig:
         "sinkhorn_tol": _above(0),
         "sinkhorn_max_iter": _at_least(1),
         "sinkhorn_scaling_stages": _at_least(0),
-        "modality_weights_floor": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "modality_weights_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "modality_weights_momentum": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        **dict.fromkeys(("modality_weights_floor", "modality_weights_warmup",
+                         "modality_weights_momentum"), _FRACTION),
         "stability_max_samples": _at_least(1),
         "stability_every": _at_least(1),
         "modality_veto": (lambda v: v is None or (_num(v) and v > 0), "a number > 0, or left out"),
