@@ -483,6 +483,15 @@ def test_the_weight_screens_numbers_are_its_runs():
         assert f"| {setting} − preset | " + " | ".join(cells) + " |" in text
         assert not passed, setting
     assert "## Result: neither passed" in text
+    for setting, r in runs.items():  # how far the pictures' weight moved, how much the labels churned
+        w = [np.array(v["video_weight"]) for v in r.values()]
+        spread = np.mean([x.max() - x.min() for x in w])
+        step = np.mean([np.abs(np.diff(x)).mean() for x in w])
+        churn = 100 * np.mean([v["changed_last10"] for v in r.values()])
+        assert f"| {setting} | {spread:.2f} | {step:.3f} | {churn:.1f} |" in text
+    wide = sum(max(v["video_weight"]) - min(v["video_weight"]) >= 0.6 for v in runs["preset"].values())
+    video_md = " ".join((ROOT / "docs" / "video.md").read_text().split())
+    assert f"0.17-0.83 that the floor allows in {wide} of 14 tuning runs" in video_md
 
 
 def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_benchmark, tmp_path, capsys):

@@ -38,6 +38,11 @@ def _nonneg_float(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
+#: a number in [0, 1): the optimizer's momentum, warm-ups, floors and averaging shares
+_FRACTION: tuple[Callable[[Any], bool], str] = (lambda v: _nonneg_float(v) and v < 1,
+                                               "a number in [0, 1)")
+
+
 def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -58,7 +63,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (_pos_int, "a positive integer"),
     "lr": (lambda v: _pos_float(v) or _modality_map(v, _pos_float),
            "a positive number or a dict {modality: positive number}"),
-    "momentum": (lambda v: _nonneg_float(v) and v < 1, "in [0, 1)"),
+    "momentum": _FRACTION,
     "weight_decay": (_nonneg_float, "a non-negative number"),
     "warmup_epochs": (_nonneg_int, "a non-negative integer"),
     "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
@@ -67,14 +72,14 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lam": (_pos_float, "a positive number"),
     "prior_sigma": (_nonneg_float, "a non-negative number"),
     "zipf_exponent": (_nonneg_float, "a non-negative number"),
-    "prior_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
+    "prior_warmup": _FRACTION,
     "prior_warmup_tau": (_opt(_nonneg_float), "a non-negative number or None"),
     "modality_weights": (lambda v: v in WEIGHTINGS or _weight_map(v),
                          f"one of {WEIGHTINGS} or a dict {{modality: weight}} of non-negative "
                          f"numbers with a positive sum"),
-    "modality_weights_floor": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
-    "modality_weights_warmup": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
-    "modality_weights_momentum": (lambda v: _nonneg_float(v) and v < 1, "a number in [0, 1)"),
+    "modality_weights_floor": _FRACTION,
+    "modality_weights_warmup": _FRACTION,
+    "modality_weights_momentum": _FRACTION,
     "stability_max_samples": (_opt(_pos_int), "a positive integer or None"),
     "stability_every": (_pos_int, "a positive integer"),
     "modality_veto": (_opt(_pos_float), "a positive number or None"),
