@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from otcluster._schedule import LR_SCHEDULES, OPTIMIZERS  # the core's TrainerConfig values
+from otcluster._train.first_labels import INIT_LABELS  # the core's TrainerConfig.init_labels
 from otcluster._train.weighting import WEIGHTINGS  # the core's TrainerConfig.modality_weights
 
 from ._rules import _COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _renamed, _validate
@@ -75,9 +76,7 @@ class DataConfig:
     _SECTION: ClassVar[str] = "data"
     _RULES: ClassVar[dict[str, Rule]] = {
         "adapt_to_source": (lambda v: isinstance(v, bool), "true or false"),
-        "min_duration": _at_least(0),
-        "num_workers": _at_least(0),
-        "max_retries": _at_least(0),
+        **dict.fromkeys(("min_duration", "num_workers", "max_retries"), _at_least(0)),
     }
     _CROSS: ClassVar[list] = []
 
@@ -136,12 +135,10 @@ class AudioConfig:
         "sample_rate": (lambda v: _num(v) and v >= 1000, ">= 1000 (Hz)"),
         "seconds": _above(0),
         "n_mels": _at_least(1),
-        "win_ms": _above(0),
-        "hop_ms": _above(0),
+        **dict.fromkeys(("win_ms", "hop_ms"), _above(0)),
         "n_fft": _at_least(1),
         "volume_jitter": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
-        "freq_mask": _COUNT,
-        "time_mask": _COUNT,
+        **dict.fromkeys(("freq_mask", "time_mask"), _COUNT),
         "pitch_shift": (lambda v: _num(v) and 0 <= v <= 24, "in [0, 24] (semitones)"),
         "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
@@ -187,9 +184,7 @@ class VisualConfig:
     _SECTION: ClassVar[str] = "visual"
     _RULES: ClassVar[dict[str, Rule]] = {
         "crop": _at_least(1),
-        "hflip": _PROBABILITY,
-        "grayscale": _PROBABILITY,
-        "channel_shuffle": _PROBABILITY,
+        **dict.fromkeys(("hflip", "grayscale", "channel_shuffle"), _PROBABILITY),
         "std": (lambda v: min(v) > 0, "positive"),
         "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
@@ -343,32 +338,34 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ClusteringConfig:
-    """When and how to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) **
-    schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
+    """When and how to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) ** schedule_power``
+    (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
 
     ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)``
     (:func:`otcluster.sinkhorn`); left out: sizes fixed to the prior. ``sinkhorn_tol`` /
-    ``sinkhorn_max_iter``: the solver's stopping rule (the trainer's defaults, 1e-2 and 1000; a
-    warning at the end of ``train.log`` says when clusterings stopped short).
-    ``sinkhorn_scaling_stages``: λ-scaling of each solve (:func:`otcluster.sinkhorn`'s
-    ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how
-    eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"``
-    (each stream by how well its heads predict the current labels), ``"stability"`` (each stream
-    by how much its heads' clusters agree between two augmented clips of every video), both
-    with ``modality_weights_floor``, ``_warmup`` and ``_momentum`` (:class:`otcluster.TrainerConfig`),
-    or fixed weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset,
-    fresh at every clustering) that ``"stability"`` measures on, to bound its two extra passes;
-    ``stability_every``: measure at every n-th clustering only, keeping the weights between;
-    ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
+    ``sinkhorn_max_iter``: the solver's stopping rule (the trainer's defaults, 1e-2 and 1000; a warning at
+    the end of ``train.log`` says when clusterings stopped short). ``sinkhorn_scaling_stages``: λ-scaling
+    of each solve (:func:`otcluster.sinkhorn`'s ``scaling_stages``; 0 = off): fewer passes, the same
+    problem. ``modality_weights``: how eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's
+    mean), ``"information"`` (each stream by how well its heads predict the current labels),
+    ``"stability"`` (each stream by how much its heads' clusters agree between two augmented clips of
+    every video), both with ``modality_weights_floor``, ``_warmup`` and ``_momentum``
+    (:class:`otcluster.TrainerConfig`), or fixed weights ``[video, audio]``. ``stability_max_samples``:
+    the videos (a random subset, fresh at every clustering) that ``"stability"`` measures on, to bound its
+    two extra passes; ``stability_every``: measure at every n-th clustering only, keeping the weights
+    between; ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
     (end), so they differ only by the other augmentations (left out: each clip as in training).
-    ``modality_veto``: a clip in a cluster of one stream that the other stream scatters (below
-    ``modality_veto / K`` in any one of its clusters) is labelled by the other stream alone
-    (experimental; :class:`otcluster.TrainerConfig`). ``label_weights``: how ``label`` and
-    ``evaluate`` weigh them: ``"training"`` (as in training) or ``"confidence"`` (per head, by how
-    confident each stream's heads are over the videos labelled: :func:`otcluster.confidence_weights`)."""
+    ``init_labels``: the first labels, from the random heads (``"heads"``, the paper's) or from balanced
+    k-means of the untrained encoders' features (``"kmeans"``). ``modality_veto``: a clip in a cluster of
+    one stream that the other stream scatters (below ``modality_veto / K`` in any one of its clusters) is
+    labelled by the other stream alone (experimental; :class:`otcluster.TrainerConfig`).
+    ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in training) or
+    ``"confidence"`` (per head, by how confident each stream's heads are over the videos labelled:
+    :func:`otcluster.confidence_weights`)."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5
+    init_labels: str = "heads"
     sinkhorn_tau: float | None = None
     sinkhorn_tol: float = 1e-2
     sinkhorn_max_iter: int = 1000
@@ -387,6 +384,7 @@ class ClusteringConfig:
     _RULES: ClassVar[dict[str, Rule]] = {
         "n_clusterings": _at_least(1),
         "schedule_power": _above(0),
+        "init_labels": (lambda v: v in INIT_LABELS, f"one of {INIT_LABELS}"),
         "sinkhorn_tau": (lambda v: v is None or (_num(v) and v > 0),
                          "a number > 0 (semi-relaxed cluster sizes), or left out (exact sizes)"),
         "sinkhorn_tol": _above(0),

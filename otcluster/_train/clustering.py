@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._distributed import all_gather_objects, broadcast_from_first
 from .._labeler import SinkhornLabeler
 from .config import TrainerConfig
 from .data import DataPasses, same_index
+from .first_labels import kmeans_labels
 from .model import SelfLabelModel
 from .veto import artefact_clusters, veto_weights, vetoed_shares, weighted_mean_
 from .weighting import size_entropy
@@ -88,10 +90,33 @@ class Clusterer:
                              f"{list(model.modalities)}")
 
     def __call__(self, positions: torch.Tensor, groups: list[torch.Tensor],
-                 memory_bounded: bool) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-        """``(labels (H, n_local), sample indices (n_local,), n_iter, converged)``."""
+                 memory_bounded: bool, first: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+        """``(labels (H, n_local), sample indices (n_local,), n_iter, converged)``; ``first``:
+        the run's first clustering (``config.init_labels`` applies)."""
+        if first and self.config.init_labels == "kmeans":
+            return self.kmeans(positions)
         solve = self.memory_bounded if memory_bounded else self.dense
         return solve(positions, groups)
+
+    def kmeans(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+        """Balanced k-means labels of every sample's features (:mod:`.first_labels`): one
+        pass over this rank's shard; the first rank clusters all ranks' features (gathered)
+        and its labels go to every rank."""
+        mods, cfg = self.model.modalities, self.config
+        idx, feats = self._pass(0, [positions], positions,
+                                lambda inputs: {m: self.model.encode(inputs[m], m).float()
+                                                for m in mods})
+        parts = all_gather_objects((idx.cpu(), {m: feats[m].cpu() for m in mods}),
+                                   self.process_group)
+        order = torch.cat([p[0] for p in parts]).argsort()
+        full = {m: torch.cat([p[1][m] for p in parts])[order] for m in mods}
+        H, K = cfg.heads.n_heads, cfg.heads.n_clusters
+        labels = torch.empty((H, self.n_samples), dtype=torch.int64)
+        labels[:, torch.cat([p[0] for p in parts])[order]] = kmeans_labels(
+            full, K, H, cfg.seed, cfg.lam)
+        labels = broadcast_from_first(labels, self.process_group)
+        return labels[:, idx.cpu()], idx, 0, True
 
     def _pass(self, g: int, groups: list, positions: torch.Tensor, fn: Callable):
         return self.passes.eval_pass(self.model, self.dataset, positions, self.model.modalities,

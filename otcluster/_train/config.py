@@ -17,6 +17,7 @@ import torch
 from .._heads import HeadConfig
 from .._schedule import LR_SCHEDULES, OPTIMIZERS
 from .._solver import PRIOR_KINDS, validate_prior
+from .first_labels import INIT_LABELS
 from .weighting import WEIGHTINGS
 
 __all__ = ["TrainerConfig", "storable"]
@@ -84,6 +85,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stability_every": (_pos_int, "a positive integer"),
     "modality_veto": (_opt(_pos_float), "a positive number or None"),
     "n_clusterings": (_pos_int, "a positive integer"),
+    "init_labels": (lambda v: v in INIT_LABELS, f"one of {INIT_LABELS}"),
     "schedule_power": (_pos_float, "a positive number"),
     "align": (lambda v: v in (None, "exact", "greedy"), "'exact', 'greedy' or None"),
     "head_groups": (_pos_int, "a positive integer"),
@@ -213,6 +215,13 @@ class TrainerConfig:
     n_clusterings, schedule_power : int, float
         Clusterings at steps ``total_steps * linspace(0, 1, n) ** p`` (first at step 0, last
         after the final step), see :func:`otcluster.clustering_steps`.
+    init_labels : {"heads", "kmeans"}, default "heads"
+        The labels of the first clustering (step 0). ``"heads"``: the paper's, from the random
+        heads' eq. 6 log-probabilities. ``"kmeans"``: balanced k-means (uniform sizes,
+        :class:`otcluster.OTKMeans`, ``lam``) of the untrained encoders' pooled features, each
+        modality's L2-normalised per sample and put side by side, one k-means++ start per head
+        (``otcluster._train.first_labels``); needs scikit-learn, and holds every sample's
+        features (``N x sum D_m`` float64, gathered onto every rank) for that one clustering.
     align : {"exact", "greedy"} or None
         Align every other modality's heads to the first modality's at initialisation (eq. 7).
     head_groups : int
@@ -289,6 +298,7 @@ class TrainerConfig:
     modality_veto: float | None = None
     n_clusterings: int = 100
     schedule_power: float = 1.5
+    init_labels: str = "heads"
     align: str | None = "exact"
     head_groups: int = 2
     num_workers: int = 0

@@ -248,8 +248,8 @@ class SelfLabelTrainer:
         weights = update_modality_weights(self.model, self._fit, self.labels_, cfg,
                                           self._n_clusterings, len(self.schedule_),
                                           self.process_group, stability)
-        local_labels, local_index, n_iter, converged = self.clusterer(positions, groups,
-                                                                      memory_bounded)
+        local_labels, local_index, n_iter, converged = self.clusterer(
+            positions, groups, memory_bounded, first=self._n_clusterings == 0)
         labels = gather_labels(local_labels, local_index, N, self.process_group)
         prev = self.labels_
         self.labels_ = labels

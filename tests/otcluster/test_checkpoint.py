@@ -366,6 +366,21 @@ def test_per_modality_optimisers_resume_exactly_and_are_checked(tmp_path):
         SelfLabelTrainer(encoders(seed=5), data, per_modality_lr).fit()
 
 
+def test_kmeans_first_labels_resume_exactly(tmp_path):
+    """The first labels (k-means) travel in the checkpoint; a resumed run does not redo them."""
+    data = Blobs(n=150, k=4)
+
+    def cfg(d):
+        return dataclasses.replace(_config(d, epochs=3), init_labels="kmeans")
+
+    full = SelfLabelTrainer(encoders(seed=5), data, cfg(tmp_path / "full"))
+    full.fit()
+    resumed = _resume_after_crash(data, cfg, tmp_path / "resumed")
+    _assert_same_training(resumed, full)
+    firsts = [r for r in full.history_ if r["event"] == "clustering" and r["n_iter"] == 0]
+    assert len(firsts) == 1 and firsts[0]["clustering"] == 0  # k-means, once
+
+
 def test_a_cosine_schedule_resumes_exactly_and_ends_at_zero(tmp_path):
     data = Blobs(n=150, k=4)
 

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from selflabel_data import Blobs, encoders, single_threaded
+from sklearn.metrics import normalized_mutual_info_score
 
 from otcluster import (
     HeadConfig,
@@ -142,7 +143,11 @@ def _train_part(rank: int, out: str) -> None:
     for memory_bounded in (False, True):
         trainer.config.memory_bounded = memory_bounded
         vetoed.append((trainer._cluster()["vetoed"], trainer.labels_.clone()))
-    torch.save({"labels": trainer.labels_, "history": history, "kappas": kappas,
+    # k-means first labels: every rank's features gathered, the first rank's labels everywhere
+    trainer.config.init_labels = "kmeans"
+    local, index, _, _ = trainer.clusterer(cluster_shard(201, rank, WORLD), [], False, first=True)
+    kmeans = gather_labels(local, index, 201, dist.group.WORLD)
+    torch.save({"labels": trainer.labels_, "history": history, "kappas": kappas, "kmeans": kmeans,
                 "capped": capped, "one": one, "flags": flags, "argmax": a, "vetoed": vetoed,
                 "params": {k: v.clone() for k, v in trainer.model.state_dict().items()}},
                Path(out) / f"train{rank}.pt")
@@ -190,5 +195,9 @@ def test_two_process_training_agrees_on_labels(two_processes):
     assert flags[0, :, 3:].all() and not flags[0, :, :3].any()
     for (va, la), (vb, lb) in zip(a["vetoed"], b["vetoed"]):  # dense, then memory-bounded
         assert va == vb and torch.equal(la, lb) and set(va) == {"a", "b"}
+    assert torch.equal(a["kmeans"], b["kmeans"]) and a["kmeans"].shape == (2, 201)
+    for head in a["kmeans"]:  # balanced, and the trained features' clusters are the blobs
+        assert sorted(torch.bincount(head, minlength=4).tolist()) == [50, 50, 50, 51]
+        assert normalized_mutual_info_score(Blobs(n=201, k=4).y, head) > 0.8
     state = torch.load(two_processes / "ckpt" / "last.pt", weights_only=True)
     assert state["epoch"] == 3 and state["world_size"] == 2 and len(state["rng"]) == 2

@@ -297,6 +297,12 @@ def test_modality_weights_reach_the_trainer_and_round_trip(tmp_path):
     assert trainer_config(load_preset("cpu", {"clustering.modality_weights_momentum": 0.7})
                           ).modality_weights_momentum == 0.7
     assert trainer_config(load_preset("cpu")).modality_weights_momentum == 0.0
+    # the first labels: the paper's (random heads) unless k-means is asked for
+    assert trainer_config(load_preset("cpu")).init_labels == "heads"
+    assert trainer_config(load_preset("cpu", {"clustering.init_labels": "kmeans"})
+                          ).init_labels == "kmeans"
+    with pytest.raises(ValueError, match=r"clustering.init_labels.*'heads', 'kmeans'"):
+        load_preset("cpu", {"clustering.init_labels": "random"})
 
 
 def test_modality_veto_reaches_the_trainer_and_round_trips(tmp_path):
