@@ -47,8 +47,6 @@ import sys
 import time
 from pathlib import Path
 
-import tomllib
-
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_grid.py
 
 import numpy as np  # noqa: E402
@@ -57,6 +55,7 @@ from tqdm import tqdm  # noqa: E402
 
 from otcluster import cluster_report  # noqa: E402
 from otcluster_video import AVDataset, build_encoder, load_manifest, load_preset  # noqa: E402
+from otcluster_video.cli import _parse_set  # noqa: E402
 from otcluster_video.recipe import kernel_scope  # noqa: E402
 from otcluster_video.worlds import WORLDS, make_world  # noqa: E402
 
@@ -152,9 +151,9 @@ def _overrides(k: int, seed: int, cache: Path, extra: list[str]) -> list[str]:
 
 
 def _set_values(extra: list[str]) -> dict:
-    """``--set KEY=VALUE`` items as overrides (VALUE in TOML, as on the command line)."""
-    return {key.strip(): tomllib.loads(f"v = {value}")["v"]
-            for key, value in (item.split("=", 1) for item in extra)}
+    """``--set KEY=VALUE`` items as overrides, read as ``otcluster-video train --set`` reads them
+    (VALUE in TOML; a bare word is a string)."""
+    return _parse_set(extra)
 
 
 def _preset(k: int, seed: int, cache: Path, epochs: int | None, extra: list[str] = ()):

@@ -463,6 +463,20 @@ def test_the_preset_pages_numbers_are_what_robustness_pairs_prints(load_benchmar
             f"{(pooled > 0).sum()}, down {(pooled < 0).sum()})") in " ".join(text.split())
 
 
+def test_robustness_sets_are_read_as_the_cli_reads_them(load_benchmark):
+    """``--set`` of the suite takes what ``otcluster-video train --set`` takes: a bare word is a
+    string (it raised a TOML error deep inside before), a TOML value keeps its type."""
+    from otcluster_video.cli import CliError
+
+    bench = load_benchmark("bench_robustness_av")
+    got = bench._set_values(["clustering.init_labels=kmeans", 'training.prior="zipf"',
+                             "clustering.schedule_power=1.0", "training.lr=[0.001, 0.05]"])
+    assert got == {"clustering.init_labels": "kmeans", "training.prior": "zipf",
+                   "clustering.schedule_power": 1.0, "training.lr": [0.001, 0.05]}
+    with pytest.raises(CliError, match="KEY=VALUE"):
+        bench._set_values(["no-equals-sign"])
+
+
 def test_the_weight_screens_numbers_are_its_runs():
     """The screen of steadier stability weights: every paired change in its table is recomputed
     (numpy, not the page's helper) from the per-run NMIs in its JSON, and the verdict follows its
