@@ -508,6 +508,55 @@ def test_the_weight_screens_numbers_are_its_runs():
     assert f"0.17-0.83 that the floor allows in {wide} of 14 tuning runs" in video_md
 
 
+def test_the_schedule_screens_numbers_are_its_runs():
+    """The screen of the clustering schedule and the k-means start: every paired change, the
+    verdicts (above +1 and above the standard error), the first labels' table and the numbers its
+    findings quote are recomputed with numpy from the per-run records in its JSON."""
+    pages = ROOT / "docs" / "benchmarks"
+    res = json.loads((pages / "robustness_av_screen_schedule.json").read_text())
+    text = (pages / "robustness_av_screen_schedule.md").read_text()
+    flat = " ".join(text.split())
+    runs = {c: v["runs"] for c, v in res["configs"].items()}
+    base = runs["preset"]
+    assert len(base) == 14 and all(r.keys() == base.keys() for r in runs.values())
+    rows = ("both streams", "video heads", "audio heads")
+
+    def paired(a, b):
+        cells, verdict = [], None
+        for row in rows:
+            d = np.array([runs[a][k][row] - runs[b][k][row] for k in base])
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            cells.append(f"{d.mean():+.1f} ± {se:.1f} (up {(d > 0).sum()}, down {(d < 0).sum()})")
+            verdict = verdict if verdict is not None else bool(d.mean() > 1 and d.mean() > se)
+        return " | ".join(cells), verdict
+
+    settings = [c for c in runs if c != "preset"]
+    assert len(settings) >= 3
+    for c in settings:
+        cells, passed = paired(c, "preset")
+        assert f"| {c} − preset | {cells} | {'**yes**' if passed else 'no'} |" in text
+        assert res["passed"][c] is passed
+    e, f = "E: schedule power 1.0", "F: power 1.0 + k-means start"
+    assert f"| F − E (the k-means start) | {paired(f, e)[0]} | (no rule) |" in text
+    if not any(res["passed"].values()):
+        assert "**Nothing passed, so no held-out run was made" in text
+    for c, r in runs.items():  # the first labels and the first fifth of training
+        first = np.mean([v["nmi"][0] for v in r.values()])
+        changed = 100 * np.mean([v["changed"][1] for v in r.values()])
+        early = [[(n, ch) for s, n, ch in zip(v["steps"], v["nmi"], v["changed"])
+                  if s <= 0.2 * v["total_steps"]] for v in r.values()]
+        nmi = np.mean([np.mean([n for n, _ in x]) for x in early])
+        churn = 100 * np.mean([np.mean([ch for _, ch in x if ch is not None]) for x in early])
+        count = np.mean([len(x) for x in early])
+        assert f"| {c} | {first:.1f} | {changed:.0f} | {nmi:.1f} | {churn:.1f} | {count:.1f} |" in text
+    kmeans_first = np.mean([v["nmi"][0] for v in runs[f].values()])
+    heads_first = np.mean([v["nmi"][0] for v in base.values()])
+    assert f"scored {kmeans_first:.1f} NMI on average over the 14 runs, the random heads' first labels " \
+           f"{heads_first:.1f}" in flat
+    assert f"{100 * np.mean([v['changed'][1] for v in runs[f].values()]):.0f} % of the k-means labels" in flat
+    assert base["shape|0"]["steps"][:6] == [0, 2, 6, 11, 18, 25] and "steps 0, 2, 6, 11, 18, 25" in flat
+
+
 def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_benchmark, tmp_path, capsys):
     pairs = load_benchmark("robustness_pairs")
     pages = ROOT / "docs" / "benchmarks"

@@ -86,6 +86,18 @@ def test_the_default_first_clustering_is_the_heads_transport():
     assert not torch.equal(a.labels_, km)
 
 
+def test_where_the_untrained_features_group_the_data_kmeans_starts_better_than_the_heads():
+    """What the option is for (encoders whose features already group the data, e.g. pretrained
+    ones): on the blobs, the first clustering finds the classes; the random heads' does not."""
+    data = Blobs(n=240, k=4, augment=0.0)
+    first = {}
+    for init in ("heads", "kmeans"):
+        trainer = SelfLabelTrainer(encoders(), data, _config(init_labels=init, prior="uniform"),
+                                   ground_truth=data.y)
+        first[init] = trainer._cluster()["nmi"]
+    assert first["kmeans"] > 0.95 and first["heads"] < first["kmeans"] - 0.1, first
+
+
 def test_bad_init_labels_is_named():
     with pytest.raises(ValueError, match=r"TrainerConfig.init_labels must be one of \('heads', "
                                          r"'kmeans'\), got 'random'"):
