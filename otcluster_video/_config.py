@@ -338,30 +338,31 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ClusteringConfig:
-    """When and how to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) ** schedule_power``
-    (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
+    """When and how to re-label: ``n_clusterings`` times at steps ``T * linspace(0, 1, n) **
+    schedule_power`` (:class:`otcluster.TrainerConfig`'s names; ``power`` is deprecated).
 
     ``sinkhorn_tau``: semi-relaxed cluster sizes, a penalty ``tau * KL(sizes || prior)``
     (:func:`otcluster.sinkhorn`); left out: sizes fixed to the prior. ``sinkhorn_tol`` /
-    ``sinkhorn_max_iter``: the solver's stopping rule (the trainer's defaults, 1e-2 and 1000; a warning at
-    the end of ``train.log`` says when clusterings stopped short). ``sinkhorn_scaling_stages``: λ-scaling
-    of each solve (:func:`otcluster.sinkhorn`'s ``scaling_stages``; 0 = off): fewer passes, the same
-    problem. ``modality_weights``: how eq. 6 weighs the video and audio heads: ``"equal"`` (the paper's
-    mean), ``"information"`` (each stream by how well its heads predict the current labels),
-    ``"stability"`` (each stream by how much its heads' clusters agree between two augmented clips of
-    every video), both with ``modality_weights_floor``, ``_warmup`` and ``_momentum``
-    (:class:`otcluster.TrainerConfig`), or fixed weights ``[video, audio]``. ``stability_max_samples``:
-    the videos (a random subset, fresh at every clustering) that ``"stability"`` measures on, to bound its
-    two extra passes; ``stability_every``: measure at every n-th clustering only, keeping the weights
-    between; ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
+    ``sinkhorn_max_iter``: the solver's stopping rule (the trainer's defaults, 1e-2 and 1000; a
+    warning at the end of ``train.log`` says when clusterings stopped short).
+    ``sinkhorn_scaling_stages``: λ-scaling of each solve (:func:`otcluster.sinkhorn`'s
+    ``scaling_stages``; 0 = off): fewer passes, the same problem. ``modality_weights``: how eq. 6
+    weighs the video and audio heads: ``"equal"`` (the paper's mean), ``"information"`` (each
+    stream by how well its heads predict the current labels), ``"stability"`` (each stream by how
+    much its heads' clusters agree between two augmented clips of every video), both with
+    ``modality_weights_floor``, ``_warmup`` and ``_momentum`` (:class:`otcluster.TrainerConfig`),
+    or fixed weights ``[video, audio]``. ``stability_max_samples``: the videos (a random subset,
+    fresh at every clustering) that ``"stability"`` measures on, to bound its two extra passes;
+    ``stability_every``: measure at every n-th clustering only, keeping the weights between;
+    ``stability_position``: where in each video its two clips are centred, from 0 (start) to 1
     (end), so they differ only by the other augmentations (left out: each clip as in training).
-    ``init_labels``: the first labels, from the random heads (``"heads"``, the paper's) or from balanced
-    k-means of the untrained encoders' features (``"kmeans"``). ``modality_veto``: a clip in a cluster of
-    one stream that the other stream scatters (below ``modality_veto / K`` in any one of its clusters) is
-    labelled by the other stream alone (experimental; :class:`otcluster.TrainerConfig`).
-    ``label_weights``: how ``label`` and ``evaluate`` weigh them: ``"training"`` (as in training) or
-    ``"confidence"`` (per head, by how confident each stream's heads are over the videos labelled:
-    :func:`otcluster.confidence_weights`)."""
+    ``init_labels``: the first labels, from the random heads (``"heads"``, the paper's) or from
+    balanced k-means of the untrained encoders' features (``"kmeans"``). ``modality_veto``: a clip
+    in a cluster of one stream that the other stream scatters (below ``modality_veto / K`` in any
+    one of its clusters) is labelled by the other stream alone (experimental;
+    :class:`otcluster.TrainerConfig`). ``label_weights``: how ``label`` and ``evaluate`` weigh
+    them: ``"training"`` (as in training) or ``"confidence"`` (per head, by how confident each
+    stream's heads are over the videos labelled: :func:`otcluster.confidence_weights`)."""
 
     n_clusterings: int = 100
     schedule_power: float = 1.5

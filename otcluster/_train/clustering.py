@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._distributed import all_gather_objects, broadcast_from_first
+from .._distributed import all_gather_objects, broadcast_from_first, group_rank_size
 from .._labeler import SinkhornLabeler
 from .config import TrainerConfig
 from .data import DataPasses, same_index
@@ -101,8 +101,8 @@ class Clusterer:
 
     def kmeans(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
         """Balanced k-means labels of every sample's features (:mod:`.first_labels`): one
-        pass over this rank's shard; the first rank clusters all ranks' features (gathered)
-        and its labels go to every rank."""
+        pass over this rank's shard; the first rank clusters all ranks' features (gathered onto
+        every rank) and its labels go to every rank."""
         mods, cfg = self.model.modalities, self.config
         idx, feats = self._pass(0, [positions], positions,
                                 lambda inputs: {m: self.model.encode(inputs[m], m).float()
@@ -112,9 +112,10 @@ class Clusterer:
         order = torch.cat([p[0] for p in parts]).argsort()
         full = {m: torch.cat([p[1][m] for p in parts])[order] for m in mods}
         H, K = cfg.heads.n_heads, cfg.heads.n_clusters
-        labels = torch.empty((H, self.n_samples), dtype=torch.int64)
-        labels[:, torch.cat([p[0] for p in parts])[order]] = kmeans_labels(
-            full, K, H, cfg.seed, cfg.lam)
+        labels = torch.zeros((H, self.n_samples), dtype=torch.int64)
+        if group_rank_size(self.process_group)[0] == 0:
+            labels[:, torch.cat([p[0] for p in parts])[order]] = kmeans_labels(
+                full, K, H, cfg.seed, cfg.lam)
         labels = broadcast_from_first(labels, self.process_group)
         return labels[:, idx.cpu()], idx, 0, True
 
