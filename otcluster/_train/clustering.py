@@ -109,13 +109,13 @@ class Clusterer:
                                                 for m in mods})
         parts = all_gather_objects((idx.cpu(), {m: feats[m].cpu() for m in mods}),
                                    self.process_group)
-        order = torch.cat([p[0] for p in parts]).argsort()
+        index_all = torch.cat([p[0] for p in parts])
+        order = index_all.argsort()
         full = {m: torch.cat([p[1][m] for p in parts])[order] for m in mods}
         H, K = cfg.heads.n_heads, cfg.heads.n_clusters
         labels = torch.zeros((H, self.n_samples), dtype=torch.int64)
         if group_rank_size(self.process_group)[0] == 0:
-            labels[:, torch.cat([p[0] for p in parts])[order]] = kmeans_labels(
-                full, K, H, cfg.seed, cfg.lam)
+            labels[:, index_all[order]] = kmeans_labels(full, K, H, cfg.seed, cfg.lam)
         labels = broadcast_from_first(labels, self.process_group)
         return labels[:, idx.cpu()], idx, 0, True
 
