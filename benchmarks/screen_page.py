@@ -166,6 +166,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks")
     p.add_argument("--name", required=True)
     a = p.parse_args()
+    taken = [f"{a.name}.{ext}" for ext in ("json", "md", "png") if (a.out / f"{a.name}.{ext}").exists()]
+    if taken:  # a page is the record of a screen: never overwrite one
+        raise SystemExit(f"{a.out} already holds {', '.join(taken)}: give the page another --name")
     data = {"rule": a.rule.read_text(), "name": a.name,
             "protocol": "bench_robustness_av.py --worlds W --seeds 0,4 --tuning-seeds 99 "
                         "--videos-per-class 16 --methods 'both streams,video heads,audio heads' "

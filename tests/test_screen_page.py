@@ -102,3 +102,16 @@ def test_a_setting_with_missing_runs_is_refused(tmp_path):
     (tmp_path / "wX" / "zipf" / "cells.json").write_text("{}")
     proc = _run(tmp_path, ("X", tmp_path / "wX", "--set a.b=1"))
     assert proc.returncode != 0 and "runs missing" in proc.stderr and "zipf|0" in proc.stderr
+
+
+def test_an_existing_page_is_never_overwritten(tmp_path):
+    rng = np.random.default_rng(3)
+    base = _fake_runs(tmp_path / "base_runs", rng, 0.0)
+    _page(tmp_path, base)
+    _fake_runs(tmp_path / "wX", rng, 0.05, like=base)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "screen.md").write_text("an earlier screen")
+    proc = _run(tmp_path, ("X", tmp_path / "wX", "--set a.b=1"))
+    assert proc.returncode != 0 and "screen.md" in proc.stderr
+    assert (tmp_path / "out" / "screen.md").read_text() == "an earlier screen"
+    assert not (tmp_path / "out" / "screen.json").exists()
