@@ -568,3 +568,33 @@ def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_be
     with pytest.raises(SystemExit):
         pairs.main([*args, "--json", str(tmp_path / "mine.json")])
     assert (tmp_path / "mine.json").read_text() == "a user's file"
+
+
+def test_the_learning_rate_screens_numbers_are_its_runs():
+    """The screen of the learning rate: its baseline is the schedule screen's preset runs, and
+    every paired change, verdict and world's mean on the page is recomputed with numpy from the
+    per-run records in its JSON."""
+    pages = ROOT / "docs" / "benchmarks"
+    res = json.loads((pages / "robustness_av_screen_lr.json").read_text())
+    text = (pages / "robustness_av_screen_lr.md").read_text()
+    schedule = json.loads((pages / "robustness_av_screen_schedule.json").read_text())
+    runs = {c: v["runs"] for c, v in res["configs"].items()}
+    base = runs["preset"]
+    assert base == schedule["configs"]["preset"]["runs"]
+    assert len(base) == 14 and all(r.keys() == base.keys() for r in runs.values())
+    rows = ("both streams", "video heads", "audio heads")
+    settings = [c for c in runs if c != "preset"]
+    assert settings == ["H: learning rate 0.02", "I: learning rate 0.01"]
+    for c in settings:
+        cells, passed = [], None
+        for row in rows:
+            d = np.array([runs[c][k][row] - base[k][row] for k in base])
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            cells.append(f"{d.mean():+.1f} ± {se:.1f} (up {(d > 0).sum()}, down {(d < 0).sum()})")
+            passed = passed if passed is not None else bool(d.mean() > 1 and d.mean() > se)
+        assert f"| {c} − preset | {' | '.join(cells)} | {'**yes**' if passed else 'no'} |" in text
+        assert res["passed"][c] is passed
+    for world in sorted({k.split("|")[0] for k in base}):
+        means = [" / ".join(f"{np.mean([r[f'{world}|{s}'][row] for s in (0, 4)]):.1f}" for row in rows)
+                 for r in runs.values()]
+        assert f"| {world} | {' | '.join(means)} |" in text
