@@ -20,6 +20,7 @@ from ._heads import HeadConfig, MultiHead
 from ._kernels import mkl_cnr_mode, portable_kernels
 from ._kmeans import KMeansResult, kmeans_baseline
 from ._labeler import SinkhornLabeler, average_views, decorrelated_head_groups
+from ._merge import MergeResult, merge_clusters, merge_log_probs
 from ._metrics import (
     ClusterReport,
     ari_score,
@@ -58,6 +59,7 @@ __all__ = [
     "ConvergenceWarning",
     "HeadConfig",
     "KMeansResult",
+    "MergeResult",
     "MultiHead",
     "OTKMeans",
     "SelfLabelModel",
@@ -78,6 +80,8 @@ __all__ = [
     "hungarian_accuracy",
     "kmeans_baseline",
     "make_prior",
+    "merge_clusters",
+    "merge_log_probs",
     "metrics",
     "mkl_cnr_mode",
     "nmi_score",
