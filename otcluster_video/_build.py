@@ -84,7 +84,8 @@ def trainer_config(
     """The :class:`otcluster.TrainerConfig` of a recipe configuration (same field names).
 
     The learning rate is scaled linearly with the number of processes (paper: 0.01 per GPU);
-    ``align = "none"`` becomes ``None``; a prior vector becomes a list.
+    ``align = "none"`` becomes ``None``; a prior vector becomes a list. With
+    ``heads.overcluster`` > 1 the heads have ``overcluster * n_clusters`` clusters.
 
     Parameters
     ----------
@@ -110,12 +111,13 @@ def trainer_config(
     fields.update(
         lr=_per_stream(t.lr, lambda v: v * world_size),
         optimizer=_per_stream(t.optimizer),
-        prior=t.prior if isinstance(t.prior, str) else list(t.prior),
+        prior=_fine_prior(t.prior, config.heads.overcluster),
         align=None if t.align == "none" else t.align,
         modality_weights=_per_stream(config.clustering.modality_weights, float),
     )
     return TrainerConfig(
-        heads=HeadConfig(**_same_named(config.heads, HeadConfig)),
+        heads=HeadConfig(**{**_same_named(config.heads, HeadConfig),
+                            "n_clusters": config.heads.n_clusters * config.heads.overcluster}),
         num_workers=config.data.num_workers,
         amp=cuda,
         sync_batchnorm=bool(cuda and world_size > 1),
@@ -124,6 +126,14 @@ def trainer_config(
         show_progress=progress,
         **fields,
     )
+
+
+def _fine_prior(prior: Any, overcluster: int) -> Any:
+    """The prior of the trained clusters: a name as is (built at ``overcluster * K``); a
+    vector's every share split equally among the ``overcluster`` clusters that merge into it."""
+    if isinstance(prior, str):
+        return prior
+    return [p / overcluster for p in prior for _ in range(overcluster)]
 
 
 def _per_stream(value: Any, each: Callable[[Any], Any] = lambda v: v) -> Any:

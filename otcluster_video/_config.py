@@ -1,12 +1,10 @@
 """The video recipe's configuration as frozen dataclasses (read and written by :mod:`._preset`).
 
-One vocabulary with the core: the ``[heads]``, ``[training]`` and ``[clustering]`` sections use
-the field names of :class:`otcluster.HeadConfig` and :class:`otcluster.TrainerConfig`
-(``hidden_dim``, ``head_groups``, ``prior``, ``prior_sigma``, ``align``, ``n_clusterings``,
-``schedule_power``...), so the trainer's configuration is built by name, not translated.
-
-One validation style: every section declares its allowed values as data (``_RULES`` and
-``_CROSS``, in the vocabulary of :mod:`._rules`), checked in ``__post_init__``.
+One vocabulary with the core: ``[heads]``, ``[training]`` and ``[clustering]`` use the field
+names of :class:`otcluster.HeadConfig` and :class:`otcluster.TrainerConfig`, so the trainer's
+configuration is built by name, not translated. One validation style: every section declares
+its allowed values as data (``_RULES`` and ``_CROSS``, of :mod:`._rules`), checked in
+``__post_init__``.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ from .models import EncoderConfig
 __all__ = ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
            "HeadsConfig", "PRIOR_KINDS", "TrainingConfig", "VideoRecipeConfig", "VisualConfig"]
 
-#: Named cluster priors (the core's :data:`otcluster._priors.PRIOR_KINDS`); a vector of K
-#: shares is accepted too.
+#: Named cluster priors (the core's ``PRIOR_KINDS``); a vector of K shares is accepted too.
 PRIOR_KINDS = ("uniform", "gaussian", "zipf")
 ALIGN_KINDS = ("exact", "greedy", "none")
 KERNEL_KINDS = ("fast", "portable")
@@ -223,6 +220,8 @@ class HeadsConfig:
     The first four fields are :class:`otcluster.HeadConfig`'s; ``head_groups`` is
     :class:`otcluster.TrainerConfig`'s (decorrelated heads: groups clustered from separate
     augmentations). Old names ``hidden`` and ``groups`` are read with a ``DeprecationWarning``.
+    ``overcluster`` > 1: heads trained at ``overcluster * n_clusters`` clusters, merged into
+    ``n_clusters`` after training (:func:`otcluster.merge_clusters`).
     """
 
     n_heads: int = 10
@@ -230,6 +229,7 @@ class HeadsConfig:
     hidden_dim: int = 512
     dropout: float = 0.3
     head_groups: int = 2
+    overcluster: int = 1
 
     _SECTION: ClassVar[str] = "heads"
     _RULES: ClassVar[dict[str, Rule]] = {
@@ -238,6 +238,7 @@ class HeadsConfig:
         "hidden_dim": _at_least(1),
         "dropout": _FRACTION,
         "head_groups": _at_least(1),
+        "overcluster": _at_least(1),
     }
     _CROSS: ClassVar[list] = [
         (lambda c: c.head_groups <= c.n_heads, "heads.head_groups must be in [1, n_heads]"),

@@ -6,6 +6,8 @@ Used by ``select``, ``label``, ``evaluate``, ``degrade`` and ``retrieval``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from otcluster import HeadConfig, MultiHead, SelfLabelModel, average_views
+from otcluster import HeadConfig, MultiHead, SelfLabelModel, average_views, merge_clusters, merge_log_probs
 from otcluster._checkpoint import load_checkpoint
 from otcluster.metrics import select_head
 
@@ -23,7 +25,7 @@ from .._build import build_encoders, kernel_scope
 from .._config import VideoRecipeConfig
 from .._preset import load_preset
 from .._probe import VideoInfo, load_manifest
-from .._run import RunPaths
+from .._run import RunPaths, write_text
 from ..dataset import AVDataset
 
 __all__ = ["LoadedRun", "Features", "extract", "heads_log_probs", "load_run", "predict",
@@ -51,6 +53,13 @@ class LoadedRun:
     model: SelfLabelModel
     train_labels: torch.Tensor | None
     device: torch.device
+    groups: torch.Tensor | None = None  # (H, M): merged group of each head's clusters
+
+    def self_labels(self) -> torch.Tensor | None:
+        """The last clustering's labels, as merged groups when the heads were overclustered."""
+        if self.train_labels is None or self.groups is None:
+            return self.train_labels
+        return torch.stack([g[lab] for g, lab in zip(self.groups, self.train_labels.cpu())])
 
     @property
     def primary(self) -> int:
@@ -92,7 +101,37 @@ def load_run(run: str | Path, device: str | torch.device) -> LoadedRun:
     with kernel_scope(config):
         model = _model(state, paths.checkpoints, config).to(device)
     labels = state.get("labels")
-    return LoadedRun(paths, config, videos, model, labels, device)
+    loaded = LoadedRun(paths, config, videos, model, labels, device)
+    if config.heads.overcluster > 1:
+        loaded.groups = _merged_groups(loaded)
+    return loaded
+
+
+def _merged_groups(loaded: LoadedRun) -> torch.Tensor:
+    """``(H, M)`` groups of an overclustered run: read from ``RUN/merge.json`` when it belongs
+    to this checkpoint's labels, else found (:func:`otcluster.merge_clusters` on the training
+    videos' centre clips, each head's labels as :func:`predict` gives them) and written there."""
+    path, k = loaded.paths.root / "merge.json", loaded.config.heads.n_clusters
+    labels = loaded.train_labels
+    stamp = hashlib.sha256(b"" if labels is None else labels.cpu().numpy().tobytes()).hexdigest()
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("labels_sha256") == stamp and saved.get("n_groups") == k:
+            return torch.tensor(saved["groups"], dtype=torch.long)
+    feats = extract(loaded, eval_dataset(loaded.videos, loaded.config))
+    log_probs = heads_log_probs(loaded, feats.z)
+    mean = average_views(list(log_probs.values()), normalize=False,
+                         weights=stream_weights(loaded, log_probs))
+    keep = torch.tensor([i not in feats.failed for i in range(len(loaded.videos))])
+    x = torch.cat([torch.nn.functional.normalize(z, dim=1) for z in feats.z.values()], 1)[keep]
+    fine = mean.argmax(-1)[:, keep]
+    groups = torch.stack([
+        merge_clusters(x, f, min(k, int(f.unique().numel())), n_clusters=mean.shape[-1]).groups
+        for f in fine
+    ])
+    write_text(path, json.dumps({"labels_sha256": stamp, "n_groups": k,
+                                 "groups": groups.tolist()}) + "\n")
+    return groups
 
 
 def eval_dataset(videos: Sequence[VideoInfo], config: VideoRecipeConfig, **kw: Any) -> AVDataset:
@@ -162,6 +201,9 @@ def heads_log_probs(loaded: LoadedRun, features: Mapping[str, torch.Tensor]) -> 
                 ],
                 1,
             )
+            if loaded.groups is not None:  # overclustered: log-probabilities of the groups
+                k = loaded.config.heads.n_clusters
+                out[m] = torch.stack([merge_log_probs(lp, g, k) for lp, g in zip(out[m], loaded.groups)])
     return out
 
 

@@ -167,8 +167,9 @@ def evaluate(
     feats = _inference.extract(loaded, dataset, batch_size=bs, progress=progress)
     log_probs = _inference.heads_log_probs(loaded, feats.z)
     labs = modality_labels(log_probs, _inference.stream_weights(loaded, log_probs))
-    if on_training_data and loaded.train_labels is not None:
-        labs["self"] = loaded.train_labels.cpu()
+    self_labels = loaded.self_labels()
+    if on_training_data and self_labels is not None:
+        labs["self"] = self_labels.cpu()
     primary = loaded.primary
     y = ground_truth(videos, truth)
     result: dict[str, Any] = {

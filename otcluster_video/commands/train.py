@@ -42,6 +42,7 @@ from .._run import (
     write_text,
 )
 from ..dataset import AVDataset
+from . import _inference
 
 __all__ = ["train"]
 
@@ -305,6 +306,11 @@ def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, de
                 "%d videos failed to decode during training; a neighbour's clip stood in",
                 len(dataset.decode_failures),
             )
+        if config.heads.overcluster > 1:  # merge now (RUN/merge.json), not at the first label
+            groups = _inference.load_run(paths.root, device).groups
+            logger.info("merged each head's %d clusters into %d groups (head 0: %s clusters "
+                        "per group)", groups.shape[1], config.heads.n_clusters,
+                        torch.bincount(groups[0], minlength=config.heads.n_clusters).tolist())
     return history
 
 
