@@ -4,11 +4,13 @@
 
 ``RUNS_DIR`` is a ``bench_robustness_av.py`` working directory whose runs were trained with
 ``--set heads.n_clusters=M`` (M > K, the world's classes). For every finished run
-(``<world>/seed<s>/run``) the trained model labels its own training videos as the ``label``
-command does (centre clips, the run's stream weights), and each head's M clusters are merged
-into K with :func:`otcluster.merge_clusters` (size-weighted k-means of the clusters' centroids
-in the trained features, each stream's pooled features L2-normalised and the two concatenated);
-a video takes the group with the largest summed probability (:func:`otcluster.merge_log_probs`).
+(``<world>/seed<s>/run``) the run is read as if trained with ``heads.overcluster = M / K``:
+each head's M clusters are merged into K with :func:`otcluster.merge_clusters` (size-weighted
+k-means of the clusters' centroids in the trained features, each stream's pooled features
+L2-normalised and the two concatenated; written to the run's ``merge.json``), each stream's
+log-probabilities become the groups' (:func:`otcluster.merge_log_probs`) and the ``label``
+command's prediction labels the training videos. ``both streams (mean, then merged)``: the
+streams' weighted mean at M merged afterwards (what the session-29 screen's rule described).
 Writes ``OUT_DIR/<world>/cells.json`` with the rows :mod:`screen_page` reads (``both streams``:
 the primary head, as ``labels.csv``; ``video heads`` / ``audio heads``: head 0 of each stream,
 as ``evaluate``) and links each run's ``history.jsonl`` (its per-clustering NMI is at M).
@@ -17,13 +19,14 @@ as ``evaluate``) and links each run's ``history.jsonl`` (its per-clustering NMI 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from otcluster import cluster_report, merge_clusters, merge_log_probs
+from otcluster import cluster_report, merge_log_probs
 from otcluster._views import average_views
 from otcluster_video.commands import _inference
 
@@ -32,28 +35,34 @@ from bench_robustness_av import WORLDS, _truth  # noqa: E402
 
 
 def merged_rows(run: Path, k: int) -> dict[str, dict]:
-    """NMI / ARI / accuracy of the three rows for one trained run, merged to ``k`` groups."""
+    """NMI / ARI / accuracy of the rows of one trained run, merged to ``k`` groups by the
+    library's own path (``heads.overcluster``: :func:`_inference.load_run` finds the groups,
+    ``heads_log_probs`` merges each stream's log-probabilities, ``predict`` labels)."""
     loaded = _inference.load_run(run, "cpu")
+    m = loaded.model.heads["video"].last_linear(0).out_features  # the clusters it was trained at
+    heads = dataclasses.replace(loaded.config.heads, n_clusters=k, overcluster=m // k)
+    loaded.config = dataclasses.replace(loaded.config, heads=heads)
     y = _truth(run / "manifest.csv", run.parent / "data" / "ground_truth.csv")
     feats = _inference.extract(loaded, _inference.eval_dataset(loaded.videos, loaded.config))
     if feats.failed:
         raise SystemExit(f"{run}: {len(feats.failed)} videos failed to decode")
+    raw = _inference.heads_log_probs(loaded, feats.z)  # at M: loaded.groups not set yet
+    loaded.groups = _inference._merged_groups(loaded)  # writes RUN/merge.json, as train does
     lp = _inference.heads_log_probs(loaded, feats.z)
-    weights = _inference.stream_weights(loaded, lp)
-    mean = average_views(list(lp.values()), normalize=False, weights=weights).log_softmax(-1)
-    x = torch.cat([torch.nn.functional.normalize(feats.z[m], dim=1) for m in ("video", "audio")], 1)
-    rows = {}
 
     def score(labels: torch.Tensor) -> dict:
         r = cluster_report(y, labels.numpy())
         return {"nmi": float(r.nmi), "ari": float(r.ari), "acc": float(r.acc)}
 
     h = loaded.primary
-    groups = merge_clusters(x, mean[h].argmax(-1), k, n_clusters=mean.shape[-1]).groups
-    rows["both streams (labels.csv)"] = score(merge_log_probs(mean[h], groups, k).argmax(-1))
-    groups0 = merge_clusters(x, mean[0].argmax(-1), k, n_clusters=mean.shape[-1]).groups
-    for m in ("video", "audio"):
-        rows[f"{m} heads"] = score(merge_log_probs(lp[m][0], groups0, k).argmax(-1))
+    labels = _inference.predict(lp, _inference.stream_weights(loaded, lp))[0]
+    rows = {"both streams (labels.csv)": score(labels[h])}
+    for s in ("video", "audio"):
+        rows[f"{s} heads"] = score(lp[s][0].argmax(-1))
+    # the screen's rule read the streams' weighted mean at M, then merged it (session 29)
+    mean = average_views(list(raw.values()), normalize=False,
+                         weights=_inference.stream_weights(loaded, raw)).log_softmax(-1)
+    rows["both streams (mean, then merged)"] = score(merge_log_probs(mean[h], loaded.groups[h], k).argmax(-1))
     return rows
 
 
