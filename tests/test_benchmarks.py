@@ -570,13 +570,17 @@ def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_be
     assert (tmp_path / "mine.json").read_text() == "a user's file"
 
 
-def test_the_learning_rate_screens_numbers_are_its_runs():
-    """The screen of the learning rate: its baseline is the schedule screen's preset runs, and
-    every paired change, verdict and world's mean on the page is recomputed with numpy from the
-    per-run records in its JSON."""
+@pytest.mark.parametrize(("name", "expected"), [
+    ("robustness_av_screen_lr", ["H: learning rate 0.02", "I: learning rate 0.01"]),
+    ("robustness_av_screen_overcluster", ["O: overclustering x3, merged"]),
+])
+def test_the_screen_pages_numbers_are_their_runs(name, expected):
+    """A screen page written by screen_page.py (learning rate; overclustering): its baseline is
+    the schedule screen's preset runs, and every paired change, verdict and world's mean on the
+    page is recomputed with numpy from the per-run records in its JSON."""
     pages = ROOT / "docs" / "benchmarks"
-    res = json.loads((pages / "robustness_av_screen_lr.json").read_text())
-    text = (pages / "robustness_av_screen_lr.md").read_text()
+    res = json.loads((pages / f"{name}.json").read_text())
+    text = (pages / f"{name}.md").read_text()
     schedule = json.loads((pages / "robustness_av_screen_schedule.json").read_text())
     runs = {c: v["runs"] for c, v in res["configs"].items()}
     base = runs["preset"]
@@ -584,7 +588,7 @@ def test_the_learning_rate_screens_numbers_are_its_runs():
     assert len(base) == 14 and all(r.keys() == base.keys() for r in runs.values())
     rows = ("both streams", "video heads", "audio heads")
     settings = [c for c in runs if c != "preset"]
-    assert settings == ["H: learning rate 0.02", "I: learning rate 0.01"]
+    assert settings == expected
     for c in settings:
         cells, passed = [], None
         for row in rows:
