@@ -96,7 +96,8 @@ def test_sections_use_the_core_field_names():
     # .stability_position (which clips the train command gives the trainer's stability_dataset)
     assert {f.name for f in dataclasses.fields(cfg.clustering)} <= core | {"label_weights",
                                                                           "stability_position"}
-    assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core
+    # heads.overcluster is the recipe's own (the heads get overcluster * n_clusters clusters)
+    assert {f.name for f in dataclasses.fields(cfg.heads)} <= heads | core | {"overcluster"}
     # training.threads and .kernels are the recipe's own (how the command runs the trainer)
     assert {f.name for f in dataclasses.fields(cfg.training)} <= core | {"threads", "kernels"}
     t = trainer_config(cfg, world_size=2)
