@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
+from test_end_to_end import TINY
 
 from otcluster_video import cli, load_preset
 from otcluster_video.commands import _inference
 from otcluster_video.recipe import trainer_config
-
-from test_end_to_end import TINY
 
 K, FACTOR = 3, 2
 
