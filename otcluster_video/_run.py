@@ -10,6 +10,7 @@ A *run folder* holds everything about one training run::
     RUN/history.jsonl        alignment, clusterings and epochs, one JSON object a line (appended
                              as training goes)
     RUN/train.log            the log of ``train``: each epoch and clustering as it happens
+    RUN/merge.json           with ``heads.overcluster`` > 1: each head's clusters merged into K
     RUN/labels.csv           one row per video: cluster of every head and its confidence
     RUN/manifests/           manifests of other data (labelling new videos, retrieval splits)
     RUN/evaluation.{txt,json}, RUN/degrade.{png,json}, RUN/retrieval.json, RUN/explorer.html
@@ -86,6 +87,7 @@ class RunPaths:
     history = property(lambda self: self.root / "history.jsonl")
     log = property(lambda self: self.root / "train.log")
     labels = property(lambda self: self.root / "labels.csv")
+    merge = property(lambda self: self.root / "merge.json")
     manifests = property(lambda self: self.root / "manifests")
     explorer = property(lambda self: self.root / "explorer.html")
 

@@ -111,7 +111,7 @@ def _merged_groups(loaded: LoadedRun) -> torch.Tensor:
     """``(H, M)`` groups of an overclustered run: read from ``RUN/merge.json`` when it belongs
     to this checkpoint's labels, else found (:func:`otcluster.merge_clusters` on the training
     videos' centre clips, each head's labels as :func:`predict` gives them) and written there."""
-    path, k = loaded.paths.root / "merge.json", loaded.config.heads.n_clusters
+    path, k = loaded.paths.merge, loaded.config.heads.n_clusters
     labels = loaded.train_labels
     stamp = hashlib.sha256(b"" if labels is None else labels.cpu().numpy().tobytes()).hexdigest()
     if path.is_file():
