@@ -119,15 +119,13 @@ def _merged_groups(loaded: LoadedRun) -> torch.Tensor:
         if saved.get("labels_sha256") == stamp and saved.get("n_groups") == k:
             return torch.tensor(saved["groups"], dtype=torch.long)
     feats = extract(loaded, eval_dataset(loaded.videos, loaded.config))
-    log_probs = heads_log_probs(loaded, feats.z)
-    mean = average_views(list(log_probs.values()), normalize=False,
-                         weights=stream_weights(loaded, log_probs))
+    log_probs = heads_log_probs(loaded, feats.z)  # at M: loaded.groups is not set yet
+    m = next(iter(log_probs.values())).shape[-1]
     keep = torch.tensor([i not in feats.failed for i in range(len(loaded.videos))])
     x = torch.cat([torch.nn.functional.normalize(z, dim=1) for z in feats.z.values()], 1)[keep]
-    fine = mean.argmax(-1)[:, keep]
+    fine = predict(log_probs, stream_weights(loaded, log_probs))[0][:, keep]
     groups = torch.stack([
-        merge_clusters(x, f, min(k, int(f.unique().numel())), n_clusters=mean.shape[-1]).groups
-        for f in fine
+        merge_clusters(x, f, min(k, int(f.unique().numel())), n_clusters=m).groups for f in fine
     ])
     write_text(path, json.dumps({"labels_sha256": stamp, "n_groups": k,
                                  "groups": groups.tolist()}) + "\n")
