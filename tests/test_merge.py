@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +121,45 @@ def test_merge_log_probs_keeps_leading_axes_and_names_bad_input():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="without a finite entry"):
         merge_log_probs(bad, [0, 1, 1, 0])
+
+
+
+def _paper_scale_groups() -> torch.Tensor:
+    """927 fine clusters (3 x the paper's 309) of noisy 16-d points merged into 309 groups."""
+    rng = np.random.default_rng(0)
+    m, k, dim = 927, 309, 16
+    labels = np.concatenate([np.arange(m), rng.integers(0, m, 4 * m)])
+    x = rng.normal(size=(labels.size, dim)) + rng.normal(size=(m, dim))[labels] * 0.5
+    return merge_clusters(x, labels, k, n_clusters=m, n_init=2).groups
+
+
+def test_paper_scale_grouping_does_not_depend_on_the_thread_count():
+    # scikit-learn's k-means splits the 927 centroids into chunks of 256 across its OpenMP
+    # threads, and the BLAS distances use threads too; the groups must not depend on how many
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # a dependency of scikit-learn
+    groups = {}
+    for threads in (1, 2, 4):
+        with threadpoolctl.threadpool_limits(threads):
+            groups[threads] = _paper_scale_groups()
+    assert len(torch.unique(groups[1])) == 309
+    assert torch.equal(groups[1], groups[2]) and torch.equal(groups[1], groups[4])
+
+
+def test_paper_scale_grouping_does_not_depend_on_the_blas_kernels(tmp_path):
+    # Another CPU gets other OpenBLAS kernels (k-means' distances are BLAS products): emulated
+    # with OPENBLAS_CORETYPE=Nehalem (SSE only) in a fresh process against this one's own choice
+    script = tmp_path / "groups.py"  # this file loaded by path (tests/otcluster is no package)
+    script.write_text("import importlib.util, json, sys\n"
+                      "spec = importlib.util.spec_from_file_location('tm', sys.argv[1])\n"
+                      "module = importlib.util.module_from_spec(spec)\n"
+                      "spec.loader.exec_module(module)\n"
+                      "from threadpoolctl import threadpool_info\n"
+                      "arch = [i.get('architecture') for i in threadpool_info()\n"
+                      "        if i['internal_api'] == 'openblas']\n"
+                      "print(json.dumps([arch, module._paper_scale_groups().tolist()]))\n")
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Nehalem", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script), __file__], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    arch, groups = json.loads(out)
+    assert arch and set(arch) == {"Nehalem"}  # the emulation took hold
+    assert groups == _paper_scale_groups().tolist()
