@@ -631,3 +631,60 @@ def test_the_overclustering_pages_held_out_numbers_are_its_runs(load_benchmark):
         for m in ("supervised, video", "supervised, audio", "supervised, both"):
             bound = (page["worlds"][world]["methods"][m]["nmi_all"] for page in (new, old))
             assert next(bound) == next(bound)
+
+
+def _demo_result(nmis: dict[str, float]) -> dict:
+    """A minimal evaluation result whose rows give :func:`demo.headline` these NMIs (%)."""
+    rows = []
+    for method, streams, key in [("SeLaVi heads", "video+audio", "both"), ("SeLaVi heads", "video", "video"),
+                                 ("SeLaVi heads", "audio", "audio"),
+                                 ("SeLaVi self-labels (OT)", "video+audio", "self_labels")]:
+        rows.append({"method": method, "streams": streams, "head": 0, "nmi": nmis[key] / 100})
+    for method, key in [("k-means, random init", "kmeans_random"),
+                        ("k-means, SeLaVi features", "kmeans_trained")]:
+        rows += [{"method": method, "streams": s, "head": None, "nmi": nmis[key] / 100 - i * 0.01}
+                 for i, s in enumerate(("video", "audio", "video+audio"))]
+    return {"ground_truth": True, "n_clusters": 6, "rows": rows}
+
+
+def test_demo_page_collects_a_demo_folder_and_refuses_to_overwrite(load_benchmark, tmp_path):
+    page = load_benchmark("demo_page")
+    run = tmp_path / "demo" / "run"
+    run.mkdir(parents=True)
+    nmis = {"both": 99.4, "video": 90.0, "audio": 85.0, "self_labels": 98.0, "kmeans_random": 60.0,
+            "kmeans_trained": 80.0}
+    (run / "evaluation.json").write_text(json.dumps(_demo_result(nmis)))
+    (run / "demo-timings.json").write_text(json.dumps({"train": 500.0, "total": 560.4}))
+    cell = page.collect("preset", 3, tmp_path / "demo")  # no merge.json: no merge diagnosis
+    assert cell["nmi"] == pytest.approx(nmis) and "merge" not in cell
+    assert cell["verdict"].endswith("On this run (seed 3), both streams together beat each stream "
+                                    "alone and k-means on the random-init and on the trained features.")
+    (tmp_path / "rule.md").write_text("the rule\n\nits second paragraph")
+    (tmp_path / "findings.md").write_text("what was found")
+    args = ["--run", "preset", "3", str(tmp_path / "demo"), "--rule", str(tmp_path / "rule.md"),
+            "--findings", str(tmp_path / "findings.md"), "--title", "T", "--name", "p",
+            "--out", str(tmp_path / "out")]
+    page.main(args)
+    text = (tmp_path / "out" / "p.md").read_text()
+    assert "| preset | 3 | 99.4 | 90.0 | 85.0 | 98.0 | 80.0 | beat | 560 s |" in text
+    assert "> the rule\n>\n> its second paragraph" in text and "## The merge" not in text
+    with pytest.raises(SystemExit, match="exists"):
+        page.main(args)
+    assert (tmp_path / "out" / "p.md").read_text() == text
+
+
+def test_the_overclustered_demo_page_is_its_runs(load_benchmark):
+    """overcluster_demo.md (the demo with ``heads.overcluster``, and the preset as shipped, on
+    the same seeds): the page is what demo_page.py writes from its JSON, and every verdict
+    quotes its run's both-stream NMI."""
+    page = load_benchmark("demo_page")
+    pages = ROOT / "docs" / "benchmarks"
+    data = json.loads((pages / "overcluster_demo.json").read_text())
+    assert (pages / "overcluster_demo.md").read_text() == page.markdown(data)
+    text = (pages / "overcluster_demo.md").read_text()
+    for run in data["runs"]:
+        assert f"both streams {run['nmi']['both']:.1f} " in run["verdict"]
+        held = "together beat" in run["verdict"]
+        assert held != ("do NOT beat" in run["verdict"])
+        assert f"| {run['nmi']['kmeans_trained']:.1f} | {'beat' if held else 'NOT beat'} |" in text
+        assert ("merge" in run) == run["setting"].startswith("overcluster")
