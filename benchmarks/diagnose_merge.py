@@ -9,8 +9,8 @@ scored and merged into K groups in several ways; each row is the NMI (%) of the 
 
 - ``fine (M clusters)``: the fine labels themselves, and ``fine homogeneity`` (1 = no fine
   cluster mixes classes: a perfect merge exists);
-- ``oracle merge``: each fine cluster to its majority class (the best any merge of these fine
-  clusters can do; uses the ground truth, so it is a bound, not a method);
+- ``oracle merge``: each fine cluster to its majority class (no merge of these fine clusters
+  labels more samples right; it reads the ground truth, so it is a bound, not a method);
 - ``features (library)``: the library's merge (:func:`otcluster.merge_clusters` on both
   streams' L2-normalised pooled features, concatenated);
 - ``video features`` / ``audio features``: the same on one stream's features;
@@ -39,6 +39,7 @@ from otcluster_video.commands import _inference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_robustness_av import WORLDS, _truth  # noqa: E402
+from screen_merge import finished_runs  # noqa: E402
 
 
 def _contingency(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
@@ -107,10 +108,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     out = json.loads(a.out.read_text()) if a.out.is_file() else {}
-    for run in sorted(a.runs.rglob("seed*/run")):
-        if not (run / "labels.csv").is_file():
-            continue  # not finished
-        world, seed = run.parent.parent.name, int(run.parent.name[4:])
+    for world, seed, run in finished_runs(a.runs):
         key = f"{world}|{seed}"
         if key not in out:
             out[key] = diagnose(run, WORLDS[world].n_classes)

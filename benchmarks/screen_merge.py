@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -66,16 +67,20 @@ def merged_rows(run: Path, k: int) -> dict[str, dict]:
     return rows
 
 
+def finished_runs(root: Path) -> Iterator[tuple[str, int, Path]]:
+    """``(world, seed, run folder)`` of every finished run under a working directory."""
+    for run in sorted(root.rglob("seed*/run")):
+        if (run / "labels.csv").is_file():
+            yield run.parent.parent.name, int(run.parent.name[4:]), run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path)
     p.add_argument("out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(1)
-    for run in sorted(a.runs.rglob("seed*/run")):
-        if not (run / "labels.csv").is_file():
-            continue  # not finished
-        world, seed = run.parent.parent.name, int(run.parent.name[4:])
+    for world, seed, run in finished_runs(a.runs):
         cells_file = a.out / world / "cells.json"
         cells = json.loads(cells_file.read_text()) if cells_file.is_file() else {}
         for row, v in merged_rows(run, WORLDS[world].n_classes).items():

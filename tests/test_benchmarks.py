@@ -688,3 +688,36 @@ def test_the_overclustered_demo_page_is_its_runs(load_benchmark):
         assert held != ("do NOT beat" in run["verdict"])
         assert f"| {run['nmi']['kmeans_trained']:.1f} | {'beat' if held else 'NOT beat'} |" in text
         assert ("merge" in run) == run["setting"].startswith("overcluster")
+
+
+def test_coassociation_groups_fine_clusters_that_other_labellings_keep_together(load_benchmark):
+    diagnose = load_benchmark("diagnose_merge")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    fine = y * 3 + rng.integers(0, 3, 600)  # each class split in three
+    others = [y * 2 + rng.integers(0, 2, 600), y * 3 + rng.integers(0, 3, 600)]  # other splits
+    groups = diagnose.coassociation_groups(fine, others, 9, 3)
+    assert len(set(groups.tolist())) == 3
+    assert all(len(set(groups[3 * c:3 * c + 3].tolist())) == 1 for c in range(3))
+    mixed = [rng.integers(0, 9, 600)]  # a labelling that says nothing: no structure to find
+    assert len(set(diagnose.coassociation_groups(fine, mixed, 9, 3).tolist())) == 3
+    assert diagnose.coassociation_groups(fine, others, 9, 9).tolist() == list(range(9))
+
+
+@pytest.mark.slow
+def test_merge_scripts_read_an_overclustered_run(tmp_path):
+    """diagnose_merge.py and screen_merge.py on a tiny run trained with heads.overcluster=2."""
+    work = tmp_path / "work"
+    _run([str(BENCH / "bench_robustness_av.py"), "--quick", "--methods", "both streams",
+          "--set", "heads.overcluster=2", "--out", str(tmp_path / "out"), "--workdir", str(work)],
+         cwd=tmp_path)
+    _run([str(BENCH / "diagnose_merge.py"), str(work), str(tmp_path / "diag.json")], cwd=tmp_path)
+    rows = json.loads((tmp_path / "diag.json").read_text())
+    assert list(rows) == ["shape|1"]
+    assert {"fine (M clusters)", "fine homogeneity", "oracle merge", "features (library)",
+            "video features", "audio features", "co-association"} == set(rows["shape|1"])
+    assert all(0.0 <= v <= 100.0 for v in rows["shape|1"].values())
+    _run([str(BENCH / "screen_merge.py"), str(work), str(tmp_path / "screen")], cwd=tmp_path)
+    cells = json.loads((tmp_path / "screen" / "shape" / "cells.json").read_text())
+    assert {"1|both streams (labels.csv)", "1|video heads", "1|audio heads"} <= set(cells)
+    assert all(0.0 <= c["nmi"] <= 1.0 for c in cells.values())
