@@ -7,7 +7,7 @@
 head's fine labels (the ``label`` command's prediction at M = F x K clusters, both streams) are
 scored and merged into K groups in several ways; each row is the NMI (%) of the merged labels:
 
-- ``fine (M clusters)``: the fine labels themselves, and ``fine homogeneity`` (1 = no fine
+- ``fine (M clusters)``: the fine labels themselves, and ``fine homogeneity`` (100 = no fine
   cluster mixes classes: a perfect merge exists);
 - ``oracle merge``: each fine cluster to its majority class (no merge of these fine clusters
   labels more samples right; it reads the ground truth, so it is a bound, not a method);
@@ -74,6 +74,8 @@ def diagnose(run: Path, k: int) -> dict[str, float]:
     if feats.failed:
         raise SystemExit(f"{run}: {len(feats.failed)} videos failed to decode")
     library = loaded.groups
+    if library is None:
+        raise SystemExit(f"{run} was not trained with heads.overcluster > 1: nothing to merge")
     loaded.groups = None
     lp = _inference.heads_log_probs(loaded, feats.z)  # fine, (H, N, M) per stream
     m = next(iter(lp.values())).shape[-1]

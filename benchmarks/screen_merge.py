@@ -3,17 +3,18 @@
     python benchmarks/screen_merge.py RUNS_DIR OUT_DIR
 
 ``RUNS_DIR`` is a ``bench_robustness_av.py`` working directory whose runs were trained with
-``--set heads.n_clusters=M`` (M > K, the world's classes). For every finished run
-(``<world>/seed<s>/run``) the run is read as if trained with ``heads.overcluster = M / K``:
-each head's M clusters are merged into K with :func:`otcluster.merge_clusters` (size-weighted
-k-means of the clusters' centroids in the trained features, each stream's pooled features
-L2-normalised and the two concatenated; written to the run's ``merge.json``), each stream's
-log-probabilities become the groups' (:func:`otcluster.merge_log_probs`) and the ``label``
-command's prediction labels the training videos. ``both streams (mean, then merged)``: the
-streams' weighted mean at M merged afterwards (what the session-29 screen's rule described).
-Writes ``OUT_DIR/<world>/cells.json`` with the rows :mod:`screen_page` reads (``both streams``:
-the primary head, as ``labels.csv``; ``video heads`` / ``audio heads``: head 0 of each stream,
-as ``evaluate``) and links each run's ``history.jsonl`` (its per-clustering NMI is at M).
+``--set heads.n_clusters=M`` (M > K, the world's classes) or ``--set heads.overcluster=M/K``.
+For every finished run (``<world>/seed<s>/run``) the run is read as if trained with
+``heads.overcluster = M / K``: each head's M clusters are merged into K with
+:func:`otcluster.merge_clusters` (size-weighted k-means of the clusters' centroids in the
+trained features, each stream's pooled features L2-normalised and the two concatenated; written
+to the run's ``merge.json``), each stream's log-probabilities become the groups'
+(:func:`otcluster.merge_log_probs`) and the ``label`` command's prediction labels the training
+videos. ``both streams (mean, then merged)``: the streams' weighted mean at M merged afterwards
+(what the session-29 screen's rule described). Writes ``OUT_DIR/<world>/cells.json`` with the
+rows :mod:`screen_page` reads (``both streams``: the primary head, as ``labels.csv``; ``video
+heads`` / ``audio heads``: head 0 of each stream, as ``evaluate``) and links each run's
+``history.jsonl`` (its per-clustering NMI is at M).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def merged_rows(run: Path, k: int) -> dict[str, dict]:
     library's own path (``heads.overcluster``: :func:`_inference.load_run` finds the groups,
     ``heads_log_probs`` merges each stream's log-probabilities, ``predict`` labels)."""
     loaded = _inference.load_run(run, "cpu")
+    loaded.groups = None  # a run trained with heads.overcluster: its heads' own M clusters first
     m = loaded.model.heads["video"].last_linear(0).out_features  # the clusters it was trained at
     heads = dataclasses.replace(loaded.config.heads, n_clusters=k, overcluster=m // k)
     loaded.config = dataclasses.replace(loaded.config, heads=heads)
