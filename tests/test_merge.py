@@ -123,7 +123,6 @@ def test_merge_log_probs_keeps_leading_axes_and_names_bad_input():
         merge_log_probs(bad, [0, 1, 1, 0])
 
 
-
 def _paper_scale_groups() -> torch.Tensor:
     """927 fine clusters (3 x the paper's 309) of noisy 16-d points merged into 309 groups."""
     rng = np.random.default_rng(0)
