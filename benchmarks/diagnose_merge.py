@@ -51,16 +51,16 @@ def _contingency(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
 def coassociation_groups(fine: np.ndarray, others: list[np.ndarray], m: int, k: int) -> np.ndarray:
     """Groups of ``fine``'s ``m`` clusters from how ``others`` split them (see the module doc)."""
     used = np.flatnonzero(np.bincount(fine, minlength=m))
+    groups = np.zeros(m, dtype=np.int64)
+    if used.size <= k:  # nothing to merge
+        groups[used] = np.arange(used.size)
+        return groups
     affinity = np.zeros((m, m))
     for other in others:
         c = _contingency(fine, other, m)
         r = c / np.maximum(c.sum(1, keepdims=True), 1.0)
         affinity += r @ r.T
     affinity /= len(others)
-    groups = np.zeros(m, dtype=np.int64)
-    if used.size <= k:  # nothing to merge
-        groups[used] = np.arange(used.size)
-        return groups
     a = affinity[np.ix_(used, used)]
     agg = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average")
     groups[used] = agg.fit_predict(1.0 - a)

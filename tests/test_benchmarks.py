@@ -699,8 +699,19 @@ def test_coassociation_groups_fine_clusters_that_other_labellings_keep_together(
     groups = diagnose.coassociation_groups(fine, others, 9, 3)
     assert len(set(groups.tolist())) == 3
     assert all(len(set(groups[3 * c:3 * c + 3].tolist())) == 1 for c in range(3))
-    mixed = [rng.integers(0, 9, 600)]  # a labelling that says nothing: no structure to find
-    assert len(set(diagnose.coassociation_groups(fine, mixed, 9, 3).tolist())) == 3
+    # one informative labelling beside one that says nothing: the affinities are averaged, so
+    # the noise only dilutes the structure and the classes are still found
+    mixed = [others[0], rng.integers(0, 9, 600)]
+    groups = diagnose.coassociation_groups(fine, mixed, 9, 3)
+    assert all(len(set(groups[3 * c:3 * c + 3].tolist())) == 1 for c in range(3))
+    assert len(set(groups.tolist())) == 3
+    # an empty fine cluster (4) is left out of the grouping; the others are still grouped
+    holed = np.where(fine == 4, 3, fine)
+    groups = diagnose.coassociation_groups(holed, others, 9, 3)
+    assert groups[3] == groups[5] and len({groups[0], groups[3], groups[6]}) == 3
+    # only K fine clusters used (0, 3, 6): nothing to merge, each its own group
+    groups = diagnose.coassociation_groups(y * 3, others, 9, 3)
+    assert sorted(groups[[0, 3, 6]].tolist()) == [0, 1, 2]
     assert diagnose.coassociation_groups(fine, others, 9, 9).tolist() == list(range(9))
 
 
