@@ -376,7 +376,6 @@ class ClusteringConfig:
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
     modality_weights_momentum: float = 0.0
-    clustering_momentum: float = 0.0
     stability_max_samples: int = 4096
     stability_every: int = 1
     stability_position: float | None = None
@@ -394,7 +393,7 @@ class ClusteringConfig:
         "sinkhorn_max_iter": _at_least(1),
         "sinkhorn_scaling_stages": _at_least(0),
         **dict.fromkeys(("modality_weights_floor", "modality_weights_warmup",
-                         "modality_weights_momentum", "clustering_momentum"), _FRACTION),
+                         "modality_weights_momentum"), _FRACTION),
         "stability_max_samples": _at_least(1),
         "stability_every": _at_least(1),
         "modality_veto": (lambda v: v is None or (_num(v) and v > 0), "a number > 0, or left out"),

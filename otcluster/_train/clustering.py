@@ -85,7 +85,6 @@ class Clusterer:
         self.labeler, self.config, self.n_samples = labeler, config, n_samples
         self.process_group = process_group
         self.vetoed_: dict[str, float] | None = None
-        self._ema: torch.Tensor | None = None  # EXPERIMENT: (H, N, K) moving average of log_p
         if config.modality_veto is not None and len(model.modalities) < 2:
             raise ValueError(f"TrainerConfig.modality_veto needs two or more modalities, got "
                              f"{list(model.modalities)}")
@@ -142,13 +141,6 @@ class Clusterer:
             for i, key in enumerate(mods if veto else ["log_p"]):
                 log_p[i, heads.to(device)] = out[key]
         log_p = self._vetoed_mean(log_p) if veto else log_p[0]
-        m = self.config.clustering_momentum
-        if m > 0:  # EXPERIMENT: moving average of each sample's log-probabilities
-            assert index is not None and positions.numel() == self.n_samples
-            full = torch.empty((H, self.n_samples, K), dtype=log_p.dtype, device=log_p.device)
-            full[:, index.to(log_p.device)] = log_p
-            self._ema = full if self._ema is None else m * self._ema + (1.0 - m) * full
-            log_p = self._ema[:, index.to(log_p.device)].contiguous()
         lab = self.labeler.fit(log_p, heads=list(range(H)))
         return lab.labels_.reshape(H, -1), index, lab.n_iter_, _converged(lab)
 

@@ -81,7 +81,6 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "modality_weights_floor": _FRACTION,
     "modality_weights_warmup": _FRACTION,
     "modality_weights_momentum": _FRACTION,
-    "clustering_momentum": _FRACTION,
     "stability_max_samples": (_opt(_pos_int), "a positive integer or None"),
     "stability_every": (_pos_int, "a positive integer"),
     "modality_veto": (_opt(_pos_float), "a positive number or None"),
@@ -294,7 +293,6 @@ class TrainerConfig:
     modality_weights_floor: float = 0.2
     modality_weights_warmup: float = 0.0
     modality_weights_momentum: float = 0.0
-    clustering_momentum: float = 0.0
     stability_max_samples: int | None = 4096
     stability_every: int = 1
     modality_veto: float | None = None
