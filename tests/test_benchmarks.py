@@ -573,11 +573,12 @@ def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_be
 @pytest.mark.parametrize(("name", "expected"), [
     ("robustness_av_screen_lr", ["H: learning rate 0.02", "I: learning rate 0.01"]),
     ("robustness_av_screen_overcluster", ["O: overclustering x3, merged"]),
+    ("robustness_av_screen_momentum", ["M: label momentum 0.5"]),
 ])
 def test_the_screen_pages_numbers_are_their_runs(name, expected):
-    """A screen page written by screen_page.py (learning rate; overclustering): its baseline is
-    the schedule screen's preset runs, and every paired change, verdict and world's mean on the
-    page is recomputed with numpy from the per-run records in its JSON."""
+    """A screen page written by screen_page.py (learning rate; overclustering; label momentum):
+    its baseline is the schedule screen's preset runs, and every paired change, verdict and
+    world's mean on the page is recomputed with numpy from the per-run records in its JSON."""
     pages = ROOT / "docs" / "benchmarks"
     res = json.loads((pages / f"{name}.json").read_text())
     text = (pages / f"{name}.md").read_text()
