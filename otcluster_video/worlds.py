@@ -51,7 +51,7 @@ import numpy as np
 from ._mp4 import write_mp4
 from .synth import VISUAL_SIGNATURES, _random_colour, _render_audio, _render_video, _soft
 
-__all__ = ["WORLDS", "WorldSpec", "class_sizes", "make_world"]
+__all__ = ["NUISANCES", "WORLDS", "WorldSpec", "class_sizes", "make_world"]
 
 _Grid = tuple[np.ndarray, np.ndarray, np.ndarray]  # t (T,1,1), x (1,1,S), y (1,S,1)
 VIDEO_FACTORS = ("texture", "shape", "motion", "shape+motion")
@@ -243,6 +243,9 @@ TIMBRES: dict[str, tuple[tuple[float, float], ...]] = {
 }
 _COMBO_TIMBRES, _N_BANDS = ("sine", "saw", "bell", "hollow"), 3
 _N_AUDIO = {"tone": 10**6, "timbre": len(TIMBRES), "pitch": 12, "timbre+pitch": 4 * _N_BANDS}
+#: Nuisances of the sound written to ``ground_truth.csv`` (empty where not drawn): the
+#: fundamental in Hz, the volume, the distractor tone's frequency in Hz (clean sound only).
+NUISANCES = ("f0", "volume", "distractor")
 
 
 def _band(rng: np.random.Generator, band: int, n_bands: int) -> float:
@@ -252,9 +255,15 @@ def _band(rng: np.random.Generator, band: int, n_bands: int) -> float:
 
 
 def _audio(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool) -> np.ndarray:
+    return _sound(rng, spec, cls, degraded)[0]
+
+
+def _sound(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool
+           ) -> tuple[np.ndarray, dict[str, float]]:
+    """The waveform and the nuisances drawn for it (:data:`NUISANCES`; none for ``tone``)."""
     sr = spec.sample_rate
     if spec.audio == "tone":
-        return _render_audio(rng, cls, spec.n_classes, spec.seconds, sr, degraded)
+        return _render_audio(rng, cls, spec.n_classes, spec.seconds, sr, degraded), {}
     if spec.audio == "timbre":
         timbre, f0 = list(TIMBRES)[cls], 200.0 * 2 ** rng.uniform(0.0, 1.5)
     elif spec.audio == "pitch":
@@ -269,12 +278,14 @@ def _audio(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool) 
             tone += amp * np.sin(2 * np.pi * ratio * f0 * t + rng.uniform(0, 7))
     tone /= np.abs(tone).max() + 1e-9
     volume = rng.uniform(0.3, 0.9)
+    nuisance = {"f0": f0, "volume": volume}
     if degraded:
         wave = 0.04 * volume * tone + rng.normal(0.0, 0.35, t.size)
     else:
-        distractor = 0.1 * np.sin(2 * np.pi * rng.uniform(150.0, 4000.0) * t)
+        nuisance["distractor"] = rng.uniform(150.0, 4000.0)
+        distractor = 0.1 * np.sin(2 * np.pi * nuisance["distractor"] * t)
         wave = volume * (tone + distractor) + rng.normal(0.0, rng.uniform(0.005, 0.05), t.size)
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+    return np.clip(wave, -1.0, 1.0).astype(np.float32), nuisance
 
 
 # ----------------------------------------------------------------------------------- worlds
@@ -347,7 +358,8 @@ def make_world(world: str | WorldSpec, out_dir: str | Path, *, videos_per_class:
     -------
     Path
         ``out_dir/ground_truth.csv``: ``path`` (relative, POSIX), ``label``, ``degraded``
-        (``""``, ``"video"`` or ``"audio"``).
+        (``""``, ``"video"`` or ``"audio"``) and the sound's :data:`NUISANCES` (for telling
+        what clusters follow when they do not follow the class; empty for ``tone``).
     """
     spec = WORLDS[world] if isinstance(world, str) else world
     if videos_per_class < 1:
@@ -368,13 +380,14 @@ def make_world(world: str | WorldSpec, out_dir: str | Path, *, videos_per_class:
     for i, cls in enumerate(y):
         clip_rng = np.random.default_rng([seed, 12, i])
         frames = _video(clip_rng, spec, int(cls), degraded[i] == "video")
-        wave = _audio(clip_rng, spec, int(cls), degraded[i] == "audio")
+        wave, nuisance = _sound(clip_rng, spec, int(cls), degraded[i] == "audio")
         rel = f"{names[cls]}/{i:05d}.mp4"
         write_mp4(out_dir / rel, frames, spec.fps, wave, spec.sample_rate)
-        rows.append((rel, names[cls], degraded[i]))
+        rows.append((rel, names[cls], degraded[i],
+                     *(f"{nuisance[k]:.6g}" if k in nuisance else "" for k in NUISANCES)))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "degraded"])
+    writer.writerow(["path", "label", "degraded", *NUISANCES])
     writer.writerows(rows)
     (out_dir / "world.json").write_text(json.dumps(
         {**asdict(spec), "videos_per_class": videos_per_class, "seed": seed,

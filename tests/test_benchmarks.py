@@ -716,9 +716,33 @@ def test_coassociation_groups_fine_clusters_that_other_labellings_keep_together(
     assert diagnose.coassociation_groups(fine, others, 9, 9).tolist() == list(range(9))
 
 
+def test_diagnose_factors_bins_and_scores(load_benchmark):
+    diag = load_benchmark("diagnose_factors")
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=61)
+    values[[3, 17]] = np.nan
+    bins = diag.equal_count_bins(values, 6)
+    assert np.isnan(bins[[3, 17]]).all()
+    counts = np.bincount(bins[~np.isnan(bins)].astype(int))
+    assert len(counts) == 6 and counts.max() - counts.min() <= 1
+    ok = ~np.isnan(values)
+    assert np.all(np.diff(bins[ok][np.argsort(values[ok])]) >= 0)  # bins follow the values
+    y = rng.integers(0, 4, 400).astype(float)
+    noise = rng.integers(0, 4, 400).astype(float)
+    partial = y.copy()
+    partial[:200] = np.nan  # a factor known for half the samples: scored on those only
+    table = diag.ami_table({"a": y.astype(int), "b": noise.astype(int)},
+                           {"class": y, "half": partial})
+    assert table["a"]["class"] == 100.0 and table["a"]["half"] == 100.0
+    assert abs(table["b"]["class"]) < 3.0
+    text = diag.markdown({"shape|1": table})
+    assert "| shape seed 1 | a | 100.0 | 100.0 |" in text
+
+
 @pytest.mark.slow
 def test_merge_scripts_read_an_overclustered_run(tmp_path):
-    """diagnose_merge.py and screen_merge.py on a tiny run trained with heads.overcluster=2."""
+    """diagnose_merge.py, screen_merge.py and diagnose_factors.py on a tiny run trained with
+    heads.overcluster=2."""
     work = tmp_path / "work"
     _run([str(BENCH / "bench_robustness_av.py"), "--quick", "--methods", "both streams",
           "--set", "heads.overcluster=2", "--out", str(tmp_path / "out"), "--workdir", str(work)],
@@ -733,3 +757,9 @@ def test_merge_scripts_read_an_overclustered_run(tmp_path):
     cells = json.loads((tmp_path / "screen" / "shape" / "cells.json").read_text())
     assert {"1|both streams (labels.csv)", "1|video heads", "1|audio heads"} <= set(cells)
     assert all(0.0 <= c["nmi"] <= 1.0 for c in cells.values())
+    # diagnose_factors.py reads the same run (merged to K) and the world's recorded nuisances
+    _run([str(BENCH / "diagnose_factors.py"), str(work), str(tmp_path / "factors.json")], cwd=tmp_path)
+    table = json.loads((tmp_path / "factors.json").read_text())["shape|1"]
+    assert set(table) == {"both streams", "video", "audio"}
+    assert all(set(row) == {"class", "f0", "volume", "distractor"} for row in table.values())
+    assert all(-100.0 <= v <= 100.0 for row in table.values() for v in row.values())

@@ -208,6 +208,28 @@ def test_timbre_world_pitch_is_a_nuisance():
     assert max(peaks) / min(peaks) > 1.5
 
 
+def test_ground_truth_records_the_sounds_nuisances(tmp_path):
+    rows = _rows(make_world(replace(WORLDS["degraded"], **SMALL), tmp_path / "d",
+                            videos_per_class=3, seed=2))
+    assert {"f0", "volume", "distractor"} <= set(rows[0])
+    for r in rows:
+        assert 200.0 <= float(r["f0"]) <= 200.0 * 2**1.5 and 0.3 <= float(r["volume"]) <= 0.9
+        assert (r["distractor"] == "") == (r["degraded"] == "audio"), r  # no distractor in noise
+        assert r["distractor"] == "" or 150.0 <= float(r["distractor"]) <= 4000.0
+    # the recorded fundamental is the sound's: a sine clip's spectral peak (class 0 = sine)
+    rows = _rows(make_world(replace(WORLDS["shape"], **SMALL), tmp_path / "s", videos_per_class=3,
+                            seed=5))
+    sines = [r for r in rows if r["label"].startswith("c00_")]
+    assert len(sines) == 3 and len({r["f0"] for r in sines}) == 3
+    for r in sines:
+        wave = read_audio(tmp_path / "s" / r["path"], 0.1, 1.0, 16000).numpy().ravel()
+        assert abs(_peak_hz(wave, 16000) / float(r["f0"]) - 1) < 0.02, r
+    # the tone sound (texture) draws its nuisances elsewhere: the columns stay empty
+    rows = _rows(make_world(replace(WORLDS["texture"], **SMALL), tmp_path / "t",
+                            videos_per_class=1, seed=0))
+    assert all(r["f0"] == r["volume"] == r["distractor"] == "" for r in rows)
+
+
 def test_world_spec_validation():
     with pytest.raises(ValueError, match="video must be one of"):
         WorldSpec("x", "colour", "timbre")
