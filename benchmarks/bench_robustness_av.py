@@ -31,7 +31,8 @@ Seeds: ``--tuning-seeds`` are reserved for choosing settings (nothing is chosen 
 run only with ``--run-tuning``); ``--seeds`` are the held-out seeds, the only ones reported.
 Finished (world, seed, method) cells are cached in ``WORKDIR/<scale>/<world>/cells.json`` and
 reused, so an interrupted run resumes (and worlds can run in parallel processes). Writes
-``<name>.{json,md,png}`` (default ``robustness_av``) into ``--out``.
+``<name>.{json,md,png}`` (default ``robustness_av``) into ``--out``; an existing page is
+replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -461,11 +462,17 @@ def main(argv: list[str] | None = None) -> dict:
                    help="extra preset override for every run (repeatable; a lever to compare)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     p.add_argument("--name", default="robustness_av", help="stem of the output files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing page <out>/<name>.{json,md,png} (refused otherwise)")
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-robustness-av")
     p.add_argument("--findings", type=Path, help="Markdown file of findings to put in the report")
     p.add_argument("--quick", action="store_true",
                    help="1 tiny world (2 videos per class), 1 seed, 1 epoch: checks that it runs")
     a = p.parse_args(argv)
+    taken = [f"{a.name}.{ext}" for ext in ("json", "md", "png") if (a.out / f"{a.name}.{ext}").exists()]
+    if taken and not a.overwrite:  # checked before hours of runs; a page is a record
+        p.error(f"{a.out} already holds {', '.join(taken)}: give another --name or --out, "
+                f"or --overwrite to replace it")
     worlds = [w.strip() for w in a.worlds.split(",") if w.strip()]
     unknown = sorted(set(worlds) - set(WORLDS))
     if unknown:

@@ -209,8 +209,20 @@ def test_bench_robustness_av_quick(tmp_path):
     assert sum(world["class_sizes"]) == 12  # 2 videos per class, 6 classes
     cells = next((tmp_path / "work").rglob("cells.json"))
     before = cells.stat().st_mtime_ns
-    _run(args, cwd=tmp_path)  # every cell cached: nothing is trained or rewritten
+    _run([*args, "--overwrite"], cwd=tmp_path)  # every cell cached: nothing trained or rewritten
     assert cells.stat().st_mtime_ns == before
+
+
+def test_bench_robustness_av_refuses_to_overwrite_a_page(tmp_path, load_benchmark):
+    """An existing page is a record: refused before any run unless --overwrite."""
+    bench = load_benchmark("bench_robustness_av")
+    (tmp_path / "out").mkdir()
+    page = tmp_path / "out" / "robustness_av.md"
+    page.write_text("a committed page")
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--quick", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")])
+    assert err.value.code == 2 and page.read_text() == "a committed page"
+    assert not (tmp_path / "work").exists()  # refused before any world was made
 
 
 def test_bench_codes_quick(tmp_path):
