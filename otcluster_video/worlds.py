@@ -254,10 +254,6 @@ def _band(rng: np.random.Generator, band: int, n_bands: int) -> float:
     return float(150.0 * np.exp(step * (band + rng.uniform(-1 / 6, 1 / 6))))
 
 
-def _audio(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool) -> np.ndarray:
-    return _sound(rng, spec, cls, degraded)[0]
-
-
 def _sound(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool
            ) -> tuple[np.ndarray, dict[str, float]]:
     """The waveform and the nuisances drawn for it (:data:`NUISANCES`; none for ``tone``)."""

@@ -15,9 +15,9 @@ from otcluster_video.worlds import (
     TRAJECTORIES,
     WORLDS,
     WorldSpec,
-    _audio,
     _band,
     _object_mask,
+    _sound,
     _video,
     class_sizes,
     make_world,
@@ -155,7 +155,7 @@ def test_shape_world_nuisance_varies_within_a_class():
         mask = _object_mask(np.random.default_rng([seed, 9]), spec, 2, *_grid(spec))
         starts.append(_centroids(mask)[0])
         areas.append(mask[0].sum())
-        rms.append(np.sqrt(np.mean(_audio(np.random.default_rng([seed, 1]), spec, 2, False) ** 2)))
+        rms.append(np.sqrt(np.mean(_sound(np.random.default_rng([seed, 1]), spec, 2, False)[0] ** 2)))
     assert np.std(fg, axis=0).max() > 20
     assert np.std(starts, axis=0).min() > 3  # pixels
     assert np.std(areas) / np.mean(areas) > 0.1
@@ -194,7 +194,7 @@ def test_pitch_world_bands_do_not_overlap_and_timbre_varies():
     # the timbre differs between clips of one class: the number of strong partials varies
     counts = set()
     for seed in range(12):
-        wave = _audio(np.random.default_rng([seed, 1]), spec, 1, False)
+        wave = _sound(np.random.default_rng([seed, 1]), spec, 1, False)[0]
         spectrum = np.abs(np.fft.rfft(wave * np.hanning(wave.size)))
         peaks = (spectrum[1:-1] > spectrum[:-2]) & (spectrum[1:-1] >= spectrum[2:])
         counts.add(int((peaks & (spectrum[1:-1] > 0.2 * spectrum.max())).sum()))
@@ -203,7 +203,7 @@ def test_pitch_world_bands_do_not_overlap_and_timbre_varies():
 
 def test_timbre_world_pitch_is_a_nuisance():
     spec = WORLDS["shape"]  # audio = timbre
-    peaks = [_peak_hz(_audio(np.random.default_rng([s, 0]), spec, 0, False), spec.sample_rate)
+    peaks = [_peak_hz(_sound(np.random.default_rng([s, 0]), spec, 0, False)[0], spec.sample_rate)
              for s in range(8)]  # class 0 = sine: the peak is the fundamental
     assert max(peaks) / min(peaks) > 1.5
 
