@@ -42,7 +42,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) benchmarks/bench_solver.py
+	$(PY) benchmarks/bench_solver.py --out runs/bench/$$(date +%Y%m%d-%H%M%S)  # a new folder: never over a page
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

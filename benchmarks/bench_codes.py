@@ -44,6 +44,9 @@ import torch  # noqa: E402
 
 from otcluster import sinkhorn_codes  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 EPS = 0.05
 TOL = 1e-3
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="256 and 1024 x 3000, 4 batches each")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default docs/benchmarks; a temp dir with --quick)")
+    add_overwrite_arg(p)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--batches", type=int, default=20, help="timed batches per size")
     p.add_argument("--threads", default=str(torch.get_num_threads()),
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         import tempfile
 
         a.out = Path(tempfile.mkdtemp(prefix="bench_codes_")) if a.quick else ROOT / "docs" / "benchmarks"
+    refuse_taken(p, a.out, ["codes.json", "codes.md", "codes.png"], a.overwrite)
     sizes = [(256, 3000), (1024, 3000)] if a.quick else [(256, 3000), (1024, 3000), (4096, 3000)]
     batches, warmup = (4, 1) if a.quick else (a.batches, 3)
     args = " ".join(argv if argv is not None else sys.argv[1:])

@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
 from baselines import relative_col_error, swav_sinkhorn, textbook_sinkhorn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -837,6 +838,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--append", action="store_true",
                    help="add the cells to --out/grid.json instead of starting a new grid "
                         "(its cells also calibrate the time budgets)")
+    add_overwrite_arg(p)
     p.add_argument("--record-skipped", metavar="REASON", default=None,
                    help="do not run the cells; record them as skipped for REASON (with --append)")
     p.add_argument("--cell", nargs=2, help=argparse.SUPPRESS)
@@ -864,6 +866,9 @@ def main(argv: list[str] | None = None) -> dict:
     lams = [float(x) for x in a.lams.split(",")] if a.lams else list(LAMS)
     budget = a.budget_s if a.budget_s is not None else (4.0 if a.quick else 25.0)
     out = a.out or (Path(tempfile.mkdtemp(prefix="bench_grid_")) if a.quick else ROOT / "docs" / "benchmarks")
+    if not a.append:  # --append adds cells to the grid.json there on purpose
+        refuse_taken(p, out, ["grid.json", "grid.md", "grid_time.png", "grid_warm.png"],
+                     a.overwrite)
     selected = tuple(x.strip() for x in a.solvers.split(",")) if a.solvers else SOLVERS
     unknown = [x for x in selected if x not in SOLVERS]
     if unknown:

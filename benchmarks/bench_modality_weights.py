@@ -55,6 +55,9 @@ from torch import nn  # noqa: E402
 from otcluster import HeadConfig, SelfLabelTrainer, TrainerConfig  # noqa: E402
 from otcluster.metrics import ari_score, nmi_score  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 K = 10
 SCENARIOS: dict[str, list[str]] = {
@@ -272,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--scenarios", type=str, default=",".join(SCENARIOS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
+    add_overwrite_arg(p)
     p.add_argument("--findings", type=Path, help="Markdown file of findings to put in the report")
     p.add_argument("--report-only", type=Path, metavar="JSON",
                    help="rewrite the report (Markdown, PNG) from this JSON, training nothing")
@@ -284,6 +288,10 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         write_report(res, out)
         return res
+    out = a.out or (Path(__import__("tempfile").mkdtemp()) if a.quick
+                    else HERE.parent / "docs" / "benchmarks")
+    refuse_taken(p, out, [f"modality_weights.{ext}" for ext in ("json", "md", "png")],
+                 a.overwrite)
     torch.set_num_threads(a.threads)
     try:
         import numba
@@ -299,8 +307,6 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = 1 if a.quick else a.epochs
     n_clusterings = 3 if a.quick else 10
     subsample = 4 if a.quick else 1
-    out = a.out or (Path(__import__("tempfile").mkdtemp()) if a.quick
-                    else HERE.parent / "docs" / "benchmarks")
     kw = dict(epochs=epochs, n_clusterings=n_clusterings)
     t0 = time.perf_counter()
     res: dict = {

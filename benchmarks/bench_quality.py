@@ -50,6 +50,9 @@ from otcluster import (  # noqa: E402
     kmeans_baseline,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 K = 10
 
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="one seed, 2 epochs, views + one ablation")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default docs/benchmarks; a temp dir with --quick)")
+    add_overwrite_arg(p)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=24)
     a = p.parse_args(argv)
@@ -282,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         import tempfile
 
         a.out = Path(tempfile.mkdtemp(prefix="bench_quality_")) if a.quick else ROOT / "docs" / "benchmarks"
+    refuse_taken(p, a.out, ["quality.json", "quality.md", "quality.png"], a.overwrite)
     seeds = [0] if a.quick else list(range(a.seeds))
     epochs = 2 if a.quick else a.epochs
     top, bottom, y = load_digits_views()

@@ -52,6 +52,9 @@ from otcluster_video import (  # noqa: E402
 )
 from otcluster_video.demo import DEMO_DATA, DEMO_OVERRIDES  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The two priors compared in full (run name, overrides): the paper's Gaussian prior (the presets'
@@ -239,11 +242,13 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=2, help="number of seeds (0, 1, ...)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_overwrite_arg(p)
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-quality-av")
     p.add_argument("--quick", action="store_true",
                    help="2 epochs, 60 videos, one ablation: checks that the script runs")
     p.add_argument("--progress", action="store_true", help="progress bars of the training runs")
     a = p.parse_args(argv)
+    refuse_taken(p, a.out, ["quality_av.json", "quality_av.md", "quality_av.png"], a.overwrite)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     seeds = list(range(a.seeds))
     data = {k: v for k, v in DEMO_DATA.items() if k != "seed"}

@@ -36,6 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_grid.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
 from bench_robustness_av import (  # noqa: E402
     Cells,
     _cli,
@@ -197,12 +198,14 @@ def main(argv: list[str] | None = None) -> dict:
                    help="extra preset override for every run (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     p.add_argument("--name", default="restarts", help="stem of the output files")
+    add_overwrite_arg(p)
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-robustness-av",
                    help="shared with bench_robustness_av.py (its runs are restart 0)")
     p.add_argument("--findings", type=Path, help="Markdown file of findings to put in the report")
     p.add_argument("--quick", action="store_true",
                    help="1 tiny world (2 videos per class), 1 seed, 2 restarts of 1 epoch")
     a = p.parse_args(argv)
+    refuse_taken(p, a.out, [f"{a.name}.{ext}" for ext in ("json", "md", "png")], a.overwrite)
     worlds = [w.strip() for w in a.worlds.split(",") if w.strip()]
     unknown = sorted(set(worlds) - set(WORLDS))
     if unknown:

@@ -60,6 +60,9 @@ from otcluster_video.cli import _parse_set  # noqa: E402
 from otcluster_video.recipe import kernel_scope  # noqa: E402
 from otcluster_video.worlds import WORLDS, make_world  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "otcluster_video.cli"]
 
@@ -462,17 +465,14 @@ def main(argv: list[str] | None = None) -> dict:
                    help="extra preset override for every run (repeatable; a lever to compare)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     p.add_argument("--name", default="robustness_av", help="stem of the output files")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing page <out>/<name>.{json,md,png} (refused otherwise)")
+    add_overwrite_arg(p)
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-robustness-av")
     p.add_argument("--findings", type=Path, help="Markdown file of findings to put in the report")
     p.add_argument("--quick", action="store_true",
                    help="1 tiny world (2 videos per class), 1 seed, 1 epoch: checks that it runs")
     a = p.parse_args(argv)
-    taken = [f"{a.name}.{ext}" for ext in ("json", "md", "png") if (a.out / f"{a.name}.{ext}").exists()]
-    if taken and not a.overwrite:  # checked before hours of runs; a page is a record
-        p.error(f"{a.out} already holds {', '.join(taken)}: give another --name or --out, "
-                f"or --overwrite to replace it")
+    # checked before hours of runs; a page is a record
+    refuse_taken(p, a.out, [f"{a.name}.{ext}" for ext in ("json", "md", "png")], a.overwrite)
     worlds = [w.strip() for w in a.worlds.split(",") if w.strip()]
     unknown = sorted(set(worlds) - set(WORLDS))
     if unknown:

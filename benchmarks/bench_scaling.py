@@ -25,13 +25,16 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
 
 from otcluster import sinkhorn  # noqa: E402
 
@@ -110,8 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--max-iter", type=int, default=10_000)
     p.add_argument("--out", default=".")
+    add_overwrite_arg(p)
     a = p.parse_args(argv)
     out = Path(a.out)
+    refuse_taken(p, out, ["scaling.json", "scaling.md", "scaling.png"], a.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     sinkhorn(torch.randn(100, 5).log_softmax(-1))  # compile the kernels outside the timings
     probs = problems(a.quick)

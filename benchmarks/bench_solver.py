@@ -26,6 +26,9 @@ import torch
 
 from otcluster import sinkhorn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -185,11 +188,14 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (CI)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_overwrite_arg(p)
     p.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.memory_child:
         memory_child(*a.memory_child)
         return {}
+    if not a.quick:  # --quick writes nothing
+        refuse_taken(p, a.out, ["solver.json", "solver.md"], a.overwrite)
     sizes = [(2000, 30), (20000, 50)] if a.quick else [(20000, 300), (200000, 309)]
     big = sizes[-1]
     results = {

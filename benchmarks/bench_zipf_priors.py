@@ -50,6 +50,9 @@ from otcluster import (  # noqa: E402
 )
 from otcluster.metrics import nmi_score  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 K = 10
 TAU = {"uniform": 1.0, "zipf": 10.0}  # chosen on seeds 10-17 (see the module text)
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=str, default="0,1,2,3,4")
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--out", type=Path, default=None)
+    add_overwrite_arg(p)
     p.add_argument("--grid", action="store_true",
                    help="every tau in 0.1, 1, 10 with both priors (the tuning run, on other seeds)")
     a = p.parse_args(argv)
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = 2 if a.quick else a.epochs
     out_dir = a.out or (Path(__import__("tempfile").mkdtemp()) if a.quick
                         else HERE.parent / "docs" / "benchmarks")
+    refuse_taken(p, out_dir, ["zipf_priors.json", "zipf_priors.md"], a.overwrite)
     settings = {"uniform": ("uniform", None, 0.0), "zipf (matched)": ("zipf", None, 0.0)}
     for prior in ("uniform", "zipf"):
         for tau in ((0.1, 1.0, 10.0) if a.grid else (TAU[prior],)):

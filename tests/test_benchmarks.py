@@ -213,16 +213,47 @@ def test_bench_robustness_av_quick(tmp_path):
     assert cells.stat().st_mtime_ns == before
 
 
-def test_bench_robustness_av_refuses_to_overwrite_a_page(tmp_path, load_benchmark):
-    """An existing page is a record: refused before any run unless --overwrite."""
-    bench = load_benchmark("bench_robustness_av")
-    (tmp_path / "out").mkdir()
-    page = tmp_path / "out" / "robustness_av.md"
-    page.write_text("a committed page")
+# (benchmark, arguments besides --out, a file of its page): each must stop before measuring
+REFUSING = [
+    ("bench_robustness_av", ["--quick", "--workdir", "{tmp}/work"], "robustness_av.md"),
+    ("bench_restarts", ["--quick", "--workdir", "{tmp}/work"], "restarts.png"),
+    ("bench_codes", ["--quick"], "codes.json"),
+    ("bench_grid", ["--quick"], "grid_warm.png"),
+    ("bench_modality_weights", ["--quick"], "modality_weights.md"),
+    ("bench_quality", ["--quick"], "quality.json"),
+    ("bench_quality_av", ["--quick", "--workdir", "{tmp}/work"], "quality_av.md"),
+    ("bench_scaling", ["--quick"], "scaling.json"),
+    ("bench_solver", [], "solver.md"),
+    ("bench_zipf_priors", ["--quick"], "zipf_priors.json"),
+]
+
+
+@pytest.mark.parametrize("name, args, page", REFUSING, ids=[r[0] for r in REFUSING])
+def test_benchmarks_refuse_to_overwrite_a_page(tmp_path, load_benchmark, name, args, page):
+    """An existing page is a record: refused (exit 2, naming the file) before anything is
+    measured or written, unless --overwrite."""
+    bench = load_benchmark(name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / page).write_text("a committed page")
+    argv = [a.format(tmp=tmp_path) for a in args] + ["--out", str(out)]
     with pytest.raises(SystemExit) as err:
-        bench.main(["--quick", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")])
-    assert err.value.code == 2 and page.read_text() == "a committed page"
-    assert not (tmp_path / "work").exists()  # refused before any world was made
+        bench.main(argv)
+    assert err.value.code == 2
+    assert (out / page).read_text() == "a committed page"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["out", page])  # no work folder
+
+
+def test_refuse_taken_names_the_files_and_yields_to_overwrite(tmp_path, load_benchmark, capsys):
+    pages = load_benchmark("_pages")
+    parser = pages.argparse.ArgumentParser(prog="bench")
+    pages.refuse_taken(parser, tmp_path, ["a.json", "a.md"], overwrite=False)  # nothing there
+    (tmp_path / "a.md").write_text("x")
+    pages.refuse_taken(parser, tmp_path, ["a.json", "a.md"], overwrite=True)  # asked for
+    with pytest.raises(SystemExit):
+        pages.refuse_taken(parser, tmp_path, ["a.json", "a.md"], overwrite=False)
+    msg = capsys.readouterr().err
+    assert "a.md" in msg and "a.json" not in msg and "--overwrite" in msg
 
 
 def test_bench_codes_quick(tmp_path):
