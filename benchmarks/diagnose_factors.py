@@ -7,11 +7,14 @@
 command's prediction) and each stream's heads alone (``video`` / ``audio``), all from the
 primary head. Each is compared with the class and with every factor the world's
 ``ground_truth.csv`` records (:data:`otcluster_video.worlds.NUISANCES`: the sound's fundamental
-``f0``, its ``volume``, the distractor tone's frequency, each cut into K bins of equal count;
-and, where some clips are degraded, which stream is: ``degraded``). The score is the adjusted
-mutual information in % (0 = chance, 100 = the same partition), so that factors with other
-numbers of values compare. A nuisance scoring near the class means the clusters split by it.
-(In `motion` and `twelve` the pitch is (part of) the class, so there ``f0`` is no nuisance.)
+``f0``, its ``volume``, the distractor tone's frequency; the object's ``size``, mean place ``x``
+and ``y``, ``speed``, ``hue`` and ``contrast``; each cut into K bins of equal count; and, where
+some clips are degraded, which stream is: ``degraded``). The score is the adjusted mutual
+information in % (0 = chance, 100 = the same partition), so that factors with other numbers of
+values compare. A nuisance scoring near the class means the clusters split by it. (In `motion`
+and `twelve` the pitch and the speed are (part of) the class, so there ``f0`` and ``speed`` are
+no nuisances. Worlds written before the pictures' nuisances were recorded lack those columns,
+and those factors are left out.)
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ writes one. From the command line: ``python -m otcluster_video.worlds OUT --worl
 from __future__ import annotations
 
 import argparse
+import colorsys
 import csv
 import io
 import json
@@ -51,7 +52,8 @@ import numpy as np
 from ._mp4 import write_mp4
 from .synth import VISUAL_SIGNATURES, _random_colour, _render_audio, _render_video, _soft
 
-__all__ = ["NUISANCES", "WORLDS", "WorldSpec", "class_sizes", "make_world"]
+__all__ = ["AUDIO_NUISANCES", "NUISANCES", "VIDEO_NUISANCES", "WORLDS", "WorldSpec", "class_sizes",
+           "make_world"]
 
 _Grid = tuple[np.ndarray, np.ndarray, np.ndarray]  # t (T,1,1), x (1,1,S), y (1,S,1)
 VIDEO_FACTORS = ("texture", "shape", "motion", "shape+motion")
@@ -191,8 +193,9 @@ def _drift(rng: np.random.Generator, t: np.ndarray, margin: float) -> tuple[np.n
 
 
 def _object_mask(rng: np.random.Generator, spec: WorldSpec, cls: int, t: np.ndarray,
-                 x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(T, S, S) soft mask of the small object of class ``cls``."""
+                 x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """(T, S, S) soft mask of the small object of class ``cls``, and its size, mean place and
+    speed (:data:`VIDEO_NUISANCES`)."""
     r = rng.uniform(0.2, 0.3)  # half-size: box (2r)^2 / 4 <= 9 % of the frame
     if spec.video == "shape":
         shape, (cx, cy) = list(SHAPES.values())[cls], _drift(rng, t, r)
@@ -202,8 +205,13 @@ def _object_mask(rng: np.random.Generator, spec: WorldSpec, cls: int, t: np.ndar
         dx, dy = TRAJECTORIES[traj](rng, t)
         free = 1.0 - r - np.maximum(np.abs(dx).max(), np.abs(dy).max())
         cx, cy = dx + rng.uniform(-free, free), dy + rng.uniform(-free, free)
-    cx, cy = np.asarray(cx).reshape(-1, 1, 1), np.asarray(cy).reshape(-1, 1, 1)
-    return _soft(shape(x - cx, y - cy, r), 2.0 / spec.size)
+    cx, cy = np.broadcast_arrays(np.asarray(cx), np.asarray(cy))  # dtypes kept: same frames
+    px, py = cx.astype(np.float64).ravel(), cy.astype(np.float64).ravel()
+    step = np.hypot(np.diff(px), np.diff(py))
+    nuisance = {"size": r, "x": float(px.mean()), "y": float(py.mean()),
+                "speed": float(step.mean() * spec.fps) if step.size else 0.0}
+    cx, cy = cx.reshape(-1, 1, 1), cy.reshape(-1, 1, 1)
+    return _soft(shape(x - cx, y - cy, r), 2.0 / spec.size), nuisance
 
 
 def _degrade_frames(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
@@ -215,20 +223,25 @@ def _degrade_frames(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
     return frames + rng.normal(0.0, 0.25, size=frames.shape)
 
 
-def _video(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool) -> np.ndarray:
+def _video(rng: np.random.Generator, spec: WorldSpec, cls: int, degraded: bool
+           ) -> tuple[np.ndarray, dict[str, float]]:
+    """The frames and the nuisances drawn for them (:data:`VIDEO_NUISANCES`; none for
+    ``texture``)."""
     n_frames = max(int(round(spec.seconds * spec.fps)), 1)
     if spec.video == "texture":
-        return _render_video(rng, cls, n_frames, spec.fps, spec.size, degraded)
+        return _render_video(rng, cls, n_frames, spec.fps, spec.size, degraded), {}
     axis = np.linspace(-1.0, 1.0, spec.size, dtype=np.float32)
     t = np.arange(n_frames, dtype=np.float32) / spec.fps
-    mask = _object_mask(rng, spec, cls, t, axis[None, None, :], axis[None, :, None])
+    mask, nuisance = _object_mask(rng, spec, cls, t, axis[None, None, :], axis[None, :, None])
     fg, bg = _random_colour(rng, (0.8, 1.0)), _random_colour(rng, (0.0, 0.3))
+    nuisance["hue"] = colorsys.rgb_to_hsv(*(float(c) for c in fg))[0]
+    nuisance["contrast"] = float(fg.mean() - bg.mean())
     frames = bg + mask[..., None] * (fg - bg)
     if degraded:
         frames = _degrade_frames(rng, frames)
     else:
         frames = frames + rng.normal(0.0, 0.03, size=frames.shape)
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), nuisance
 
 
 # ----------------------------------------------------------------------------------- audio
@@ -245,7 +258,13 @@ _COMBO_TIMBRES, _N_BANDS = ("sine", "saw", "bell", "hollow"), 3
 _N_AUDIO = {"tone": 10**6, "timbre": len(TIMBRES), "pitch": 12, "timbre+pitch": 4 * _N_BANDS}
 #: Nuisances of the sound written to ``ground_truth.csv`` (empty where not drawn): the
 #: fundamental in Hz, the volume, the distractor tone's frequency in Hz (clean sound only).
-NUISANCES = ("f0", "volume", "distractor")
+AUDIO_NUISANCES = ("f0", "volume", "distractor")
+#: Nuisances of the pictures (empty for ``texture``): the object's size (its width as a share
+#: of the frame's), its mean place ``x``, ``y`` (-1 to 1 across the frame) and speed (in those
+#: units per second; part of the class in ``motion``), the hue of its colour (0-1) and its
+#: brightness above the background's.
+VIDEO_NUISANCES = ("size", "x", "y", "speed", "hue", "contrast")
+NUISANCES = AUDIO_NUISANCES + VIDEO_NUISANCES
 
 
 def _band(rng: np.random.Generator, band: int, n_bands: int) -> float:
@@ -354,8 +373,9 @@ def make_world(world: str | WorldSpec, out_dir: str | Path, *, videos_per_class:
     -------
     Path
         ``out_dir/ground_truth.csv``: ``path`` (relative, POSIX), ``label``, ``degraded``
-        (``""``, ``"video"`` or ``"audio"``) and the sound's :data:`NUISANCES` (for telling
-        what clusters follow when they do not follow the class; empty for ``tone``).
+        (``""``, ``"video"`` or ``"audio"``) and the :data:`NUISANCES` of the sound and the
+        pictures (for telling what clusters follow when they do not follow the class; empty
+        for ``tone`` and ``texture``).
     """
     spec = WORLDS[world] if isinstance(world, str) else world
     if videos_per_class < 1:
@@ -375,8 +395,9 @@ def make_world(world: str | WorldSpec, out_dir: str | Path, *, videos_per_class:
     rows = []
     for i, cls in enumerate(y):
         clip_rng = np.random.default_rng([seed, 12, i])
-        frames = _video(clip_rng, spec, int(cls), degraded[i] == "video")
+        frames, seen = _video(clip_rng, spec, int(cls), degraded[i] == "video")
         wave, nuisance = _sound(clip_rng, spec, int(cls), degraded[i] == "audio")
+        nuisance.update(seen)
         rel = f"{names[cls]}/{i:05d}.mp4"
         write_mp4(out_dir / rel, frames, spec.fps, wave, spec.sample_rate)
         rows.append((rel, names[cls], degraded[i],

@@ -804,5 +804,6 @@ def test_merge_scripts_read_an_overclustered_run(tmp_path):
     _run([str(BENCH / "diagnose_factors.py"), str(work), str(tmp_path / "factors.json")], cwd=tmp_path)
     table = json.loads((tmp_path / "factors.json").read_text())["shape|1"]
     assert set(table) == {"both streams", "video", "audio"}
-    assert all(set(row) == {"class", "f0", "volume", "distractor"} for row in table.values())
+    assert all(set(row) == {"class", "f0", "volume", "distractor", "size", "x", "y", "speed", "hue",
+                            "contrast"} for row in table.values())
     assert all(-100.0 <= v <= 100.0 for row in table.values() for v in row.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import csv
 from collections import Counter
 from dataclasses import replace
@@ -11,8 +12,11 @@ import pytest
 
 from otcluster_video import probe, read_audio, read_clip
 from otcluster_video.worlds import (
+    _COMBO_SHAPES,
+    NUISANCES,
     SHAPES,
     TRAJECTORIES,
+    VIDEO_NUISANCES,
     WORLDS,
     WorldSpec,
     _band,
@@ -116,7 +120,7 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     first = _rows(a)[0]["path"]
     assert np.array_equal(read_clip(a.parent / first, 0, 4, 8), read_clip(b.parent / first, 0, 4, 8))
     rng = [np.random.default_rng([s, 12, 0]) for s in (5, 6)]
-    assert not np.array_equal(_video(rng[0], spec, 0, False), _video(rng[1], spec, 0, False))
+    assert not np.array_equal(_video(rng[0], spec, 0, False)[0], _video(rng[1], spec, 0, False)[0])
     assert c.read_text() != a.read_text() or not np.array_equal(
         read_clip(c.parent / first, 0, 4, 8), read_clip(a.parent / first, 0, 4, 8))
 
@@ -139,7 +143,7 @@ def test_objects_are_small(world):
     spec = WORLDS[world]
     for cls in range(spec.n_classes):
         for seed in range(3):
-            mask = _object_mask(np.random.default_rng([seed, cls]), spec, cls, *_grid(spec))
+            mask = _object_mask(np.random.default_rng([seed, cls]), spec, cls, *_grid(spec))[0]
             assert mask.mean(axis=(1, 2)).max() <= 0.15, (world, cls)
             assert mask.mean() > 0.005  # and visible
 
@@ -150,9 +154,9 @@ def test_shape_world_nuisance_varies_within_a_class():
     fg, starts, areas, rms = [], [], [], []
     for seed in range(6):
         rng = np.random.default_rng([seed, 0])
-        frames = _video(rng, spec, 2, False).astype(float)
+        frames = _video(rng, spec, 2, False)[0].astype(float)
         fg.append(frames.reshape(-1, 3)[frames.sum(-1).argmax()])
-        mask = _object_mask(np.random.default_rng([seed, 9]), spec, 2, *_grid(spec))
+        mask = _object_mask(np.random.default_rng([seed, 9]), spec, 2, *_grid(spec))[0]
         starts.append(_centroids(mask)[0])
         areas.append(mask[0].sum())
         rms.append(np.sqrt(np.mean(_sound(np.random.default_rng([seed, 1]), spec, 2, False)[0] ** 2)))
@@ -166,7 +170,7 @@ def test_motion_world_class_is_the_trajectory():
     spec = WORLDS["motion"]
     names = list(TRAJECTORIES)
     for seed in range(3):
-        paths = {n: _centroids(_object_mask(np.random.default_rng([seed, c]), spec, c, *_grid(spec)))
+        paths = {n: _centroids(_object_mask(np.random.default_rng([seed, c]), spec, c, *_grid(spec))[0])
                  for c, n in enumerate(names)}
         span = {n: p.max(axis=0) - p.min(axis=0) for n, p in paths.items()}
         assert span["still"].max() < 3
@@ -175,7 +179,7 @@ def test_motion_world_class_is_the_trajectory():
         for n in ("diagonal", "circle", "figure8"):
             assert span[n].min() > 5, (n, span[n])
         # identical appearance: same object area whatever the class (up to the size nuisance)
-        areas = [_object_mask(np.random.default_rng([seed, c]), spec, c, *_grid(spec))[0].sum()
+        areas = [_object_mask(np.random.default_rng([seed, c]), spec, c, *_grid(spec))[0][0].sum()
                  for c in range(len(names))]
         assert max(areas) < 2.5 * min(areas)
 
@@ -228,6 +232,45 @@ def test_ground_truth_records_the_sounds_nuisances(tmp_path):
     rows = _rows(make_world(replace(WORLDS["texture"], **SMALL), tmp_path / "t",
                             videos_per_class=1, seed=0))
     assert all(r["f0"] == r["volume"] == r["distractor"] == "" for r in rows)
+
+
+@pytest.mark.parametrize("world", ["shape", "motion", "twelve"])
+def test_recorded_picture_nuisances_are_the_rendered_ones(world):
+    """Place, speed, size and hue recorded for a clip are those of the object in its frames."""
+    spec = WORLDS[world]
+    for cls in range(0, spec.n_classes, 2):
+        for seed in range(2):
+            mask, seen = _object_mask(np.random.default_rng([seed, cls]), spec, cls, *_grid(spec))
+            px = 2.0 / (spec.size - 1)  # axis units per pixel
+            path = _centroids(mask) * px - 1.0  # (T, 2) in -1..1
+            shape = (list(SHAPES)[cls] if world == "shape" else "disk" if world == "motion"
+                     else _COMBO_SHAPES[cls % len(_COMBO_SHAPES)])
+            if shape != "triangle":  # the place is the box's centre: a triangle's centroid is not
+                assert np.allclose(path.mean(0), [seen["x"], seen["y"]], atol=0.25 * px), (cls, seen)
+            moved = np.hypot(*np.diff(path, axis=0).T).mean() * spec.fps
+            assert abs(moved - seen["speed"]) <= 0.02 * seen["speed"], (cls, moved, seen)
+            # the object's width: r of the frame's, so its area is about (2r)^2 / 4 of it or less
+            assert mask.mean(axis=(1, 2)).max() <= seen["size"] ** 2 * 1.1, (cls, seen)
+            assert mask.mean(axis=(1, 2)).max() >= seen["size"] ** 2 * 0.3, (cls, seen)
+    frames, seen = _video(np.random.default_rng([0, 1]), spec, 1, False)
+    brightest = frames.reshape(-1, 3)[frames.astype(int).sum(-1).argmax()] / 255.0
+    hue = colorsys.rgb_to_hsv(*brightest)[0]
+    assert min(abs(hue - seen["hue"]), 1 - abs(hue - seen["hue"])) < 0.05, (hue, seen)
+    assert 0.0 < seen["contrast"] <= 1.0  # a bright object on a dark background
+
+
+def test_ground_truth_records_the_pictures_nuisances(tmp_path):
+    rows = _rows(make_world(replace(WORLDS["motion"], **SMALL), tmp_path / "m",
+                            videos_per_class=2, seed=1))
+    assert set(VIDEO_NUISANCES) <= set(rows[0]) and set(NUISANCES) <= set(rows[0])
+    for r in rows:
+        assert 0.2 <= float(r["size"]) <= 0.3 and 0.0 <= float(r["hue"]) <= 1.0, r
+        assert all(-1.0 <= float(r[k]) <= 1.0 for k in ("x", "y")), r
+        still = r["label"].endswith("_still")  # jitters by 0.03: the slowest
+        assert float(r["speed"]) < 0.3 if still else float(r["speed"]) > 0.5, r
+    rows = _rows(make_world(replace(WORLDS["texture"], **SMALL), tmp_path / "t",
+                            videos_per_class=1, seed=0))
+    assert all(r[k] == "" for r in rows for k in VIDEO_NUISANCES)  # drawn elsewhere
 
 
 def test_world_spec_validation():
