@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_grid.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _pages, bench_robustness_av
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
