@@ -1,6 +1,6 @@
 """What do a run's clusters follow: the class, or a nuisance of the synthetic world?
 
-    python benchmarks/diagnose_factors.py RUNS_DIR OUT.json
+    python benchmarks/diagnose_factors.py RUNS_DIR OUT.json     # also OUT.png, a heatmap
 
 ``RUNS_DIR`` is a ``bench_robustness_av.py`` working directory. For every finished run
 (``<world>/seed<s>/run``) three labellings are scored: ``both streams`` (the ``label``
@@ -102,18 +102,48 @@ def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: dict[str, dict[str, dict[str, float]]], png: Path) -> None:
+    """A heatmap of :func:`markdown`'s table: one row per run and labelling, one column per
+    factor, the AMI in % written in each cell (blank where the world does not record it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(f for run in results.values() for row in run.values() for f in row))
+    rows = [(f"{key.replace('|', ' seed ')}: {labelling}", row)
+            for key, run in results.items() for labelling, row in run.items()]
+    grid = np.array([[row.get(f, np.nan) for f in names] for _, row in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(names), 1.2 + 0.3 * len(rows)))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < 50 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    fig.colorbar(im, ax=ax, label="AMI with the factor, % (0 = chance)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path)
     p.add_argument("out", type=Path)
     a = p.parse_args()
-    if a.out.exists():
-        raise SystemExit(f"{a.out} exists: give another OUT")
+    png = a.out.with_suffix(".png")
+    for path in (a.out, png):
+        if path.exists():
+            raise SystemExit(f"{path} exists: give another OUT")
     torch.set_num_threads(1)
     results = {f"{world}|{seed}": diagnose(run, WORLDS[world].n_classes)
                for world, seed, run in finished_runs(a.runs)}
     a.out.write_text(json.dumps(results, indent=1))
+    plot(results, png)
     print(markdown(results))
+    print(f"wrote {a.out} and {png}")
 
 
 if __name__ == "__main__":

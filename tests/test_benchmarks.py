@@ -760,7 +760,7 @@ def test_coassociation_groups_fine_clusters_that_other_labellings_keep_together(
     assert diagnose.coassociation_groups(fine, others, 9, 9).tolist() == list(range(9))
 
 
-def test_diagnose_factors_bins_and_scores(load_benchmark):
+def test_diagnose_factors_bins_and_scores(tmp_path, load_benchmark):
     diag = load_benchmark("diagnose_factors")
     rng = np.random.default_rng(0)
     values = rng.normal(size=61)
@@ -781,6 +781,9 @@ def test_diagnose_factors_bins_and_scores(load_benchmark):
     assert abs(table["b"]["class"]) < 3.0
     text = diag.markdown({"shape|1": table})
     assert "| shape seed 1 | a | 100.0 | 100.0 |" in text
+    png = tmp_path / "factors.png"
+    diag.plot({"shape|1": table, "texture|1": {"a": {"class": 50.0}}}, png)  # a factor missing
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
@@ -804,7 +807,22 @@ def test_merge_scripts_read_an_overclustered_run(tmp_path):
     # diagnose_factors.py reads the same run (merged to K) and the world's recorded nuisances
     _run([str(BENCH / "diagnose_factors.py"), str(work), str(tmp_path / "factors.json")], cwd=tmp_path)
     table = json.loads((tmp_path / "factors.json").read_text())["shape|1"]
+    assert (tmp_path / "factors.png").stat().st_size > 0
     assert set(table) == {"both streams", "video", "audio"}
     assert all(set(row) == {"class", "f0", "volume", "distractor", "size", "x", "y", "speed", "hue",
                             "contrast"} for row in table.values())
     assert all(-100.0 <= v <= 100.0 for row in table.values() for v in row.values())
+
+
+def test_committed_factor_diagnosis_says_what_the_readme_says():
+    """docs/benchmarks/README.md quotes docs/benchmarks/diagnose_factors.json: the pictures'
+    clusters follow the object's vertical place, not its size or colour."""
+    res = json.loads((ROOT / "docs" / "benchmarks" / "diagnose_factors.json").read_text())
+    readme = " ".join((ROOT / "docs" / "benchmarks" / "README.md").read_text().split())
+    for world in ("degraded", "format"):
+        ys = [res[f"{world}|{s}"]["video"]["y"] for s in (0, 4)]
+        assert f"{ys[0]:.1f} and {ys[1]:.1f} in `{world}`" in readme, (world, ys)
+        assert min(ys) >= 10.0 and max(abs(res[f"{world}|{s}"]["video"]["x"]) for s in (0, 4)) < 3
+    for run in res.values():
+        assert max(run["video"][f] for f in ("size", "hue", "contrast")) <= 9.05
+    assert {k.split("|")[0] for k in res} == {"shape", "format", "degraded", "motion"}
