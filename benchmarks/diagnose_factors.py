@@ -34,6 +34,7 @@ from otcluster_video.commands import _inference
 from otcluster_video.worlds import NUISANCES
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _pages import add_overwrite_arg, refuse_taken  # noqa: E402
 from bench_robustness_av import WORLDS  # noqa: E402
 from screen_merge import finished_runs  # noqa: E402
 
@@ -91,8 +92,13 @@ def diagnose(run: Path, k: int) -> dict[str, dict[str, float]]:
     return ami_table({n: np.asarray(v) for n, v in labellings.items()}, facts)
 
 
+def _factor_names(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Every factor scored in ``results``, in first-seen order (the table's columns)."""
+    return list(dict.fromkeys(f for run in results.values() for row in run.values() for f in row))
+
+
 def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    names = list(dict.fromkeys(f for run in results.values() for row in run.values() for f in row))
+    names = _factor_names(results)
     lines = ["| run | labels | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for key, run in results.items():
         for labelling, row in run.items():
@@ -110,7 +116,7 @@ def plot(results: dict[str, dict[str, dict[str, float]]], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(f for run in results.values() for row in run.values() for f in row))
+    names = _factor_names(results)
     rows = [(f"{key.replace('|', ' seed ')}: {labelling}", row)
             for key, run in results.items() for labelling, row in run.items()]
     grid = np.array([[row.get(f, np.nan) for f in names] for _, row in rows], dtype=float)
@@ -132,11 +138,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path)
     p.add_argument("out", type=Path)
+    add_overwrite_arg(p)
     a = p.parse_args()
     png = a.out.with_suffix(".png")
-    for path in (a.out, png):
-        if path.exists():
-            raise SystemExit(f"{path} exists: give another OUT")
+    refuse_taken(p, a.out.parent, [a.out.name, png.name], a.overwrite)
     torch.set_num_threads(1)
     results = {f"{world}|{seed}": diagnose(run, WORLDS[world].n_classes)
                for world, seed, run in finished_runs(a.runs)}

@@ -826,3 +826,16 @@ def test_committed_factor_diagnosis_says_what_the_readme_says():
     for run in res.values():
         assert max(run["video"][f] for f in ("size", "hue", "contrast")) <= 9.05
     assert {k.split("|")[0] for k in res} == {"shape", "format", "degraded", "motion"}
+
+
+@pytest.mark.parametrize("taken", ["factors.json", "factors.png"])
+def test_diagnose_factors_refuses_to_replace_its_files(tmp_path, monkeypatch, load_benchmark, taken):
+    """OUT.json or its heatmap OUT.png already there: exit 2 naming it, before any run is read."""
+    diag = load_benchmark("diagnose_factors")
+    (tmp_path / taken).write_text("a record")
+    monkeypatch.setattr(sys, "argv", ["diagnose_factors.py", str(tmp_path / "no-runs"),
+                                      str(tmp_path / "factors.json")])
+    with pytest.raises(SystemExit) as err:
+        diag.main()
+    assert err.value.code == 2
+    assert (tmp_path / taken).read_text() == "a record"
