@@ -162,7 +162,9 @@ class VisualConfig:
 
     ``scale_jitter = (lo, hi)`` draws the training short side from ``[lo, hi]`` (the public code
     uses (128, 160)); ``(0, 0)`` resizes to ``resize``. ``grayscale`` and ``channel_shuffle``
-    are probabilities of the colour augmentations (off in the paper). ``normalize = "clip"``
+    are probabilities of the colour augmentations (off in the paper); ``vflip`` is the probability
+    of a vertical flip (off in the paper and the presets: only for footage whose classes do not
+    depend on up and down). ``normalize = "clip"``
     standardises each clip per colour channel (its own mean and standard deviation over frames
     and pixels, training and inference) instead of the fixed ``mean`` and ``std``: a clip's
     colours, brightness and contrast then say nothing of its class (off in the paper).
@@ -172,6 +174,7 @@ class VisualConfig:
     scale_jitter: tuple[int, int] = (128, 160)
     crop: int = 112
     hflip: float = 0.5
+    vflip: float = 0.0
     grayscale: float = 0.0
     channel_shuffle: float = 0.0
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
@@ -181,7 +184,7 @@ class VisualConfig:
     _SECTION: ClassVar[str] = "visual"
     _RULES: ClassVar[dict[str, Rule]] = {
         "crop": _at_least(1),
-        **dict.fromkeys(("hflip", "grayscale", "channel_shuffle"), _PROBABILITY),
+        **dict.fromkeys(("hflip", "vflip", "grayscale", "channel_shuffle"), _PROBABILITY),
         "std": (lambda v: min(v) > 0, "positive"),
         "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }

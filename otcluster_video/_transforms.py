@@ -31,7 +31,7 @@ class VideoTransform:
     """Turn a decoded uint8 clip into a normalised float tensor.
 
     Training: resize the short side to ``resize`` (or to a random size in ``scale_jitter``),
-    random ``crop`` x ``crop`` crop, horizontal flip, optional random grayscale and channel
+    random ``crop`` x ``crop`` crop, horizontal flip, optional vertical flip, random grayscale and channel
     shuffle, ``/ 255``, normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
     Normalising uses the fixed ``mean`` and ``std``, or with ``normalize = "clip"`` each clip's
     own per-channel statistics (:class:`ClipStandardize`).
@@ -59,6 +59,8 @@ class VideoTransform:
             lo, hi = cfg.scale_jitter
             steps.append(v2.RandomResize(lo, hi + 1) if hi else v2.Resize(cfg.resize))
             steps += [v2.RandomCrop(cfg.crop), v2.RandomHorizontalFlip(cfg.hflip)]
+            if cfg.vflip > 0:  # only when asked: a flip with p = 0 would still draw a number
+                steps.append(v2.RandomVerticalFlip(cfg.vflip))
             if cfg.grayscale > 0:
                 steps.append(v2.RandomGrayscale(cfg.grayscale))
             if cfg.channel_shuffle > 0:

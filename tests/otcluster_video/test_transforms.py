@@ -53,6 +53,26 @@ def test_train_flip_and_crop_are_shared_by_all_frames():
     assert torch.allclose(flipped, expected, atol=1e-5)
 
 
+def test_vertical_flip_is_off_by_default_and_flips_every_frame_when_asked():
+    square = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    base = dataclasses.replace(CFG, scale_jitter=(0, 0), resize=32, hflip=0.0)
+    expected = (square.flip(1).permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
+    flipped = VideoTransform(dataclasses.replace(base, vflip=1.0), train=True)(square)
+    assert torch.allclose(flipped, expected, atol=1e-5)
+    # at the default (0) the pipeline holds no vertical flip, so it draws the same random numbers
+    # as before the option existed: the presets' augmentations (and labels) are unchanged
+    assert base.vflip == 0.0
+    assert "RandomVerticalFlip" not in repr(VideoTransform(base, train=True))
+    torch.manual_seed(3)
+    VideoTransform(CFG, train=True)(_clip())
+    after_default = torch.rand(1)
+    torch.manual_seed(3)
+    VideoTransform(dataclasses.replace(CFG, vflip=1e-9), train=True)(_clip())
+    assert not torch.equal(torch.rand(1), after_default)  # a flip, even unlikely, draws one more
+    with pytest.raises(ValueError, match="vflip"):
+        dataclasses.replace(CFG, vflip=1.5)
+
+
 def test_colour_augmentations_act_on_clips():
     gray = VideoTransform(dataclasses.replace(CFG, grayscale=1.0), train=True)(_clip())
     assert torch.allclose(gray[0], gray[1]) and torch.allclose(gray[1], gray[2])
