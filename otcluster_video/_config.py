@@ -162,9 +162,8 @@ class VisualConfig:
 
     ``scale_jitter = (lo, hi)`` draws the training short side from ``[lo, hi]`` (the public code
     uses (128, 160)); ``(0, 0)`` resizes to ``resize``. ``grayscale`` and ``channel_shuffle``
-    are probabilities of the colour augmentations (off in the paper); ``vflip`` is the probability
-    of a vertical flip (off in the paper and the presets: only for footage whose classes do not
-    depend on up and down). ``normalize = "clip"``
+    are probabilities of the colour augmentations, ``vflip`` of a vertical flip (all off in the
+    paper; a vertical flip only where no class depends on up and down). ``normalize = "clip"``
     standardises each clip per colour channel (its own mean and standard deviation over frames
     and pixels, training and inference) instead of the fixed ``mean`` and ``std``: a clip's
     colours, brightness and contrast then say nothing of its class (off in the paper).
@@ -190,11 +189,8 @@ class VisualConfig:
     }
     _CROSS: ClassVar[list] = [
         (lambda c: c.resize >= c.crop, "visual.resize must be >= visual.crop"),
-        (
-            lambda c: tuple(c.scale_jitter) == (0, 0)
-            or c.crop <= c.scale_jitter[0] <= c.scale_jitter[1],
-            "visual.scale_jitter must be (0, 0) or crop <= low <= high",
-        ),
+        (lambda c: tuple(c.scale_jitter) == (0, 0) or c.crop <= c.scale_jitter[0] <= c.scale_jitter[1],
+         "visual.scale_jitter must be (0, 0) or crop <= low <= high"),
     ]
 
     def __post_init__(self) -> None:
