@@ -618,6 +618,7 @@ def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_be
     ("robustness_av_screen_lr", ["H: learning rate 0.02", "I: learning rate 0.01"]),
     ("robustness_av_screen_overcluster", ["O: overclustering x3, merged"]),
     ("robustness_av_screen_momentum", ["M: label momentum 0.5"]),
+    ("robustness_av_screen_vflip", ["K: vertical flip 0.5"]),
 ])
 def test_the_screen_pages_numbers_are_their_runs(name, expected):
     """A screen page written by screen_page.py (learning rate; overclustering; label momentum):
@@ -826,6 +827,21 @@ def test_committed_factor_diagnosis_says_what_the_readme_says():
     for run in res.values():
         assert max(run["video"][f] for f in ("size", "hue", "contrast")) <= 9.05
     assert {k.split("|")[0] for k in res} == {"shape", "format", "degraded", "motion"}
+
+
+def test_the_vertical_flip_screen_quotes_its_factor_diagnosis():
+    """robustness_av_screen_vflip.md quotes diagnose_factors_vflip.json (the flip's runs) against
+    diagnose_factors.json (the preset's): the video heads stopped following the vertical place."""
+    pages = ROOT / "docs" / "benchmarks"
+    before = json.loads((pages / "diagnose_factors.json").read_text())
+    after = json.loads((pages / "diagnose_factors_vflip.json").read_text())
+    text = " ".join((pages / "robustness_av_screen_vflip.md").read_text().split())
+    for world in ("degraded", "format", "shape"):
+        old, new = ([res[f"{world}|{s}"]["video"]["y"] for s in (0, 4)] for res in (before, after))
+        quote = f"`{world}` {old[0]:.1f} / {old[1]:.1f} → {new[0]:.1f} / {new[1]:.1f}"
+        assert quote in text, quote
+        assert sum(new) < sum(old) / 2
+    assert set(before) < set(after)  # the flip's diagnosis covers all seven worlds
 
 
 @pytest.mark.parametrize("taken", ["factors.json", "factors.png"])
