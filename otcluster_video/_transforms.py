@@ -31,8 +31,8 @@ class VideoTransform:
     """Turn a decoded uint8 clip into a normalised float tensor.
 
     Training: resize the short side to ``resize`` (or to a random size in ``scale_jitter``),
-    random ``crop`` x ``crop`` crop, horizontal flip, optional vertical flip, random grayscale and channel
-    shuffle, ``/ 255``, normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
+    random ``crop`` x ``crop`` crop, horizontal flip, optional vertical flip, random grayscale
+    and channel shuffle, ``/ 255``, normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
     Normalising uses the fixed ``mean`` and ``std``, or with ``normalize = "clip"`` each clip's
     own per-channel statistics (:class:`ClipStandardize`).
     The same random parameters apply to every frame of a clip.
