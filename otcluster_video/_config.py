@@ -265,9 +265,10 @@ class TrainingConfig:
     ``"greedy"`` or ``"none"``. Old names (``prior = "gauss"``, ``prior_std``, ``align_init``) are
     read with a ``DeprecationWarning``. ``prior_warmup`` / ``prior_warmup_tau``: see
     :class:`otcluster.TrainerConfig`. ``threads`` caps torch's threads while training (0: all
-    cores; 1: the same labels on any thread count); ``kernels``: ``"portable"`` rounds the same
-    way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`), ``"fast"`` uses
-    torch's per-CPU kernels (``docs/video.md``, "Reproducibility").
+    cores; 1: the same labels on any thread count, and then ``eval_threads`` batches of the
+    inference passes run at once, for the same labels on more cores); ``kernels``: ``"portable"``
+    rounds the same way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`),
+    ``"fast"`` uses torch's per-CPU kernels (``docs/video.md``, "Reproducibility").
     """
 
     epochs: int = 200
@@ -287,6 +288,7 @@ class TrainingConfig:
     align: str = "exact"
     seed: int = 0
     threads: int = 0
+    eval_threads: int = 1
     kernels: str = "fast"
 
     _SECTION: ClassVar[str] = "training"
@@ -302,11 +304,8 @@ class TrainingConfig:
         "optimizer": (lambda v: v in OPTIMIZERS or _pair(v, lambda x: x in OPTIMIZERS),
                       f"one of {OPTIMIZERS} or a pair [video, audio] of them"),
         "lam": _above(0),
-        "prior": (
-            _prior_ok,
-            f"one of {PRIOR_KINDS}, 'file:PATH' or a list of >= 2 non-negative shares "
-            "with a positive sum",
-        ),
+        "prior": (_prior_ok, f"one of {PRIOR_KINDS}, 'file:PATH' or a list of >= 2 non-negative "
+                  "shares with a positive sum"),
         "prior_sigma": _at_least(0),
         "zipf_exponent": _at_least(0),
         "prior_warmup": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -314,8 +313,8 @@ class TrainingConfig:
                              "a non-negative number or None"),
         "align": (lambda v: v in ALIGN_KINDS, f"one of {ALIGN_KINDS}"),
         "seed": _at_least(0),
-        "threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                    "a non-negative integer (0: torch's default)"),
+        "threads": (_COUNT[0], "a non-negative integer (0: torch's default)"),
+        "eval_threads": (lambda v: _COUNT[0](v) and v >= 1, "a positive integer"),
         "kernels": (lambda v: v in KERNEL_KINDS, f"one of {KERNEL_KINDS}"),
     }
     _CROSS: ClassVar[list] = []

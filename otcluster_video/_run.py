@@ -53,7 +53,8 @@ __all__ = [
 #: Keys that may change between a run and its resumption (the solver's stopping rule and its
 #: lam-scaling: so that a run whose train.log warns that Sinkhorn did not converge can go on
 #: with a higher max_iter, or fewer passes; and the labelling's weights, unused in training).
-RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "training.kernels", "data.num_workers",
+RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "training.eval_threads",
+                     "training.kernels", "data.num_workers",
                      "data.cache_dir", "clustering.sinkhorn_tol", "clustering.sinkhorn_max_iter",
                      "clustering.sinkhorn_scaling_stages", "clustering.label_weights")
 

@@ -107,6 +107,8 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "align_max_samples": (_opt(_pos_int), "a positive integer or None"),
     "block_rows": (_pos_int, "a positive integer"),
     "eval_batch_size": (_opt(_pos_int), "a positive integer or None"),
+    "eval_threads": (_pos_int, "a positive integer"),
+    "prefetch": (lambda v: isinstance(v, bool), "a bool"),
 }
 
 
@@ -272,6 +274,14 @@ class TrainerConfig:
         Rows per block of the memory-bounded solver.
     eval_batch_size : int or None
         Batch size of the clustering / inference passes (default ``batch_size``).
+    eval_threads : int, default 1
+        Batches of those passes computed at once on the CPU, each on one thread, when torch
+        runs on one thread (``torch.set_num_threads(1)``): the same outputs, bit for bit, on
+        more cores (:func:`otcluster._threads.map_batches`).
+    prefetch : bool, default True
+        Without DataLoader workers (``num_workers = 0``) and on one torch thread, load the next
+        training batch on a background thread during each step's backward pass: the same random
+        numbers in the same order, so the same weights bit for bit, in less time.
     """
 
     heads: HeadConfig = field(default_factory=HeadConfig)
@@ -318,6 +328,8 @@ class TrainerConfig:
     align_max_samples: int | None = 100_000
     block_rows: int = 8192
     eval_batch_size: int | None = None
+    eval_threads: int = 1
+    prefetch: bool = True
 
     def validate(self) -> TrainerConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self``."""

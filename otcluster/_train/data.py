@@ -6,7 +6,8 @@ index (labels are stored by it). Every pass here runs without gradients, the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import default_collate as _default_collate
 from tqdm import tqdm
 
-__all__ = ["Collate", "DataPasses", "dataset_size", "feature_dims", "same_index"]
+from .._threads import map_batches
+
+__all__ = ["Collate", "DataPasses", "Prefetch", "dataset_size", "feature_dims", "same_index"]
 
 Fn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -54,6 +57,57 @@ class Collate:
 
 
 
+class Prefetch:
+    """Batches of ``batches``; :meth:`start` loads the next one on a background thread.
+
+    For a training loop on one torch thread without DataLoader workers: called once the step's
+    random numbers are drawn (its forward pass: dropout), the next batch loads (drawing its
+    augmentations) while the step's backward pass and update run, which draw none. The random
+    numbers are then drawn in the order of a loop without it, so the batches and the weights are
+    the same bit for bit. Off (plain iteration) when ``enabled`` is false or torch runs on more
+    than one thread (the loader would change torch's shared thread count mid-step).
+    """
+
+    _END = object()
+
+    def __init__(self, batches: Iterable, enabled: bool = True):
+        self._it: Iterator = iter(batches)
+        on = enabled and torch.get_num_threads() == 1
+        self._pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,),
+                                        thread_name_prefix="otcluster-prefetch") if on else None
+        self._next: Future | None = None
+
+    def start(self) -> None:
+        """Start loading the next batch (once; no-op when off)."""
+        if self._pool is not None and self._next is None:
+            self._next = self._pool.submit(next, self._it, self._END)
+
+    def __iter__(self) -> Prefetch:
+        return self
+
+    def __next__(self) -> Any:
+        if self._next is None:
+            item = next(self._it, self._END)
+        else:
+            item, self._next = self._next.result(), None
+        if item is self._END:
+            self.close()
+            raise StopIteration
+        return item
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the background thread (waits for a batch being loaded)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._next = None, None
+
+
 @dataclass
 class DataPasses:
     """How batches are loaded and where they run (shared by training, clustering and inference).
@@ -71,6 +125,9 @@ class DataPasses:
         float16 autocast in the evaluation passes (CUDA only).
     show_progress : bool
         tqdm bars (pass ``False`` on every rank but the first).
+    threads : int
+        Batches of an evaluation pass computed at once on the CPU (:func:`map_batches`; the
+        same outputs, bit for bit, as one at a time).
     """
 
     device: torch.device
@@ -79,6 +136,7 @@ class DataPasses:
     collate_fn: Callable | None = None
     amp: bool = False
     show_progress: bool = False
+    threads: int = 1
 
     def loader(self, dataset: Any, positions: torch.Tensor, batch_size: int,
                modalities: list[str]) -> DataLoader:
@@ -108,16 +166,21 @@ class DataPasses:
         model.eval()
         idx_parts: list[torch.Tensor] = []
         outs: dict[str, list[torch.Tensor]] = {}
+
+        def inputs(batch: dict) -> dict[str, torch.Tensor]:
+            idx = batch["index"]
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+                raise ValueError(f"dataset item 'index' values must lie in 0..{n - 1} "
+                                 f"(N={n} items), got {int(idx.min())}..{int(idx.max())}")
+            idx_parts.append(idx)
+            return {m: self.to_device(batch[m]) for m in modalities}
+
+        threads = self.threads if self.device.type == "cpu" else 1
         try:
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp):
-                for batch in self.bar(loader, desc):
-                    idx = batch["index"]
-                    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-                        raise ValueError(f"dataset item 'index' values must lie in 0..{n - 1} "
-                                         f"(N={n} items), got {int(idx.min())}..{int(idx.max())}")
-                    idx_parts.append(idx)
-                    inputs = {m: self.to_device(batch[m]) for m in modalities}
-                    for k, v in fn(inputs).items():
+                batches = (inputs(batch) for batch in self.bar(loader, desc))
+                for out in map_batches(fn, batches, threads):
+                    for k, v in out.items():
                         outs.setdefault(k, []).append(v)
         finally:
             model.train(was)

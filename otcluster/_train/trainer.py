@@ -39,7 +39,7 @@ from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
 from .config import TrainerConfig
-from .data import DataPasses, dataset_size
+from .data import DataPasses, Prefetch, dataset_size
 from .model import build_model, check_encoders, for_training
 from .state import read_trainer_checkpoint, restore_trainer, trainer_state, write_trainer_checkpoint
 from .weighting import FitTracker, set_fixed_weights, stability_kappas, update_modality_weights
@@ -151,7 +151,7 @@ class SelfLabelTrainer:
         self._amp = bool(cfg.amp and self.device.type == "cuda")
         self.passes = DataPasses(self.device, cfg.eval_batch_size or cfg.batch_size,
                                  cfg.num_workers, collate_fn, self._amp,
-                                 cfg.show_progress and self.rank == 0)
+                                 cfg.show_progress and self.rank == 0, cfg.eval_threads)
         self.model, self._train_module = for_training(self.model, self.device, process_group,
                                                       cfg.sync_batchnorm)
 
@@ -270,15 +270,14 @@ class SelfLabelTrainer:
 
     # -- training ----------------------------------------------------------------------------
     def _maybe_cluster(self) -> None:
-        due = False
+        start = self._schedule_pos
         while self._schedule_pos < len(self.schedule_) and \
                 self.schedule_[self._schedule_pos] <= self.step_:
             self._schedule_pos += 1
-            due = True
-        if due:
+        if self._schedule_pos > start:
             self._cluster()
 
-    def _train_step(self, batch: dict) -> float:
+    def _train_step(self, batch: dict, after_forward: Callable = lambda: None) -> float:
         idx = batch["index"]
         if int(idx.min()) < 0 or int(idx.max()) >= self.n_samples:
             raise ValueError(f"dataset item 'index' values must lie in 0..{self.n_samples - 1}, "
@@ -294,6 +293,7 @@ class SelfLabelTrainer:
             loss = torch.stack(losses).sum() / len(self.modalities)
         if self.config.modality_weights == "information":
             self._fit.add(losses)
+        after_forward()  # no random numbers are drawn from here to the next step
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -308,16 +308,17 @@ class SelfLabelTrainer:
         loader = self.passes.loader(self.dataset, positions, cfg.batch_size, self.modalities)
         self._train_module.train()
         total, count = 0.0, 0
-        bar = self.passes.bar(loader, f"epoch {epoch + 1}/{cfg.epochs}",
-                              total=self.steps_per_epoch)
-        for i, batch in enumerate(bar):
-            if i >= self.steps_per_epoch:
-                break
-            self._maybe_cluster()
-            total += self._train_step(batch)
-            count += 1
-            if i % 10 == 0 and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / count:.3f}")
+        with Prefetch(loader, cfg.prefetch and cfg.num_workers == 0) as batches:
+            bar = self.passes.bar(batches, f"epoch {epoch + 1}/{cfg.epochs}",
+                                  total=self.steps_per_epoch)
+            for i, batch in enumerate(bar):
+                if i >= self.steps_per_epoch:
+                    break
+                self._maybe_cluster()
+                total += self._train_step(batch, batches.start)
+                count += 1
+                if i % 10 == 0 and hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{total / count:.3f}")
         if hasattr(bar, "close"):
             bar.close()
         stats = all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64),

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from otcluster import HeadConfig, MultiHead, SelfLabelModel, average_views, merge_clusters, merge_log_probs
 from otcluster._checkpoint import load_checkpoint
+from otcluster._threads import map_batches
 from otcluster.metrics import select_head
 
 from .._build import build_encoders, kernel_scope
@@ -172,16 +173,26 @@ def extract(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
     failed: set[int] = set()
+
+    def inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:  # in this thread, in order
+        index, source = batch["index"], batch["source"]
+        failed.update(index[index != source].tolist())
+        xs = {m: batch[m] for m in modalities}
+        for m, fn in (transform or {}).items():
+            if m in xs:
+                xs[m] = fn(xs[m])
+        return {m: x.to(device, non_blocking=True) for m, x in xs.items()}
+
+    def encode(xs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: model.encode(x, m).float().cpu() for m, x in xs.items()}
+
+    threads = loaded.config.training.eval_threads if device.type == "cpu" else 1
     with kernel_scope(loaded.config), torch.no_grad(), \
             torch.autocast(device.type, enabled=device.type == "cuda"):
-        for batch in tqdm(loader, desc="extracting", disable=not progress, leave=False):
-            index, source = batch["index"], batch["source"]
-            failed.update(index[index != source].tolist())
+        batches = tqdm(loader, desc="extracting", disable=not progress, leave=False)
+        for z in map_batches(encode, (inputs(b) for b in batches), threads):
             for m in modalities:
-                x = batch[m]
-                if transform is not None and m in transform:
-                    x = transform[m](x)
-                parts[m].append(model.encode(x.to(device, non_blocking=True), m).float().cpu())
+                parts[m].append(z[m])
     return Features({m: torch.cat(v) for m, v in parts.items()}, failed)
 
 

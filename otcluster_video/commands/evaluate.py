@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from otcluster import kmeans_baseline
+from otcluster._threads import map_batches
 
 from .._build import build_encoders, kernel_scope
 from .._config import VideoRecipeConfig
@@ -70,10 +71,13 @@ def _random_init_features(
                     enc(batch[m].to(device))
         for enc in encoders.values():
             enc.eval()
-        for batch in tqdm(DataLoader(dataset, **loader_kw), desc="random init: features",
-                          disable=not progress, leave=False):
-            for m, enc in encoders.items():
-                feats[m].append(enc(batch[m].to(device)).float().cpu())
+        batches = tqdm(DataLoader(dataset, **loader_kw), desc="random init: features",
+                       disable=not progress, leave=False)
+        threads = config.training.eval_threads if torch.device(device).type == "cpu" else 1
+        for z in map_batches(lambda b: {m: enc(b[m].to(device)).float().cpu()
+                                        for m, enc in encoders.items()}, batches, threads):
+            for m in encoders:
+                feats[m].append(z[m])
     return {m: torch.cat(v) for m, v in feats.items()}
 
 

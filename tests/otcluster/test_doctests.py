@@ -8,10 +8,10 @@ import io
 import pytest
 import torch
 
-from otcluster import _kernels, _labeler
+from otcluster import _kernels, _labeler, _threads
 from otcluster._solver import _api, _priors
 
-MODULES = [_api, _priors, _labeler, _kernels]
+MODULES = [_api, _priors, _labeler, _kernels, _threads]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -175,6 +175,22 @@ def _tiny_run(cross_cpu, out, threads: int, extra: dict | None = None,
 
 
 @pytest.mark.slow
+def test_eval_threads_change_nothing_in_a_run(tmp_path, cross_cpu):
+    # The cpu preset computes 2 batches of each inference pass at once (training.eval_threads,
+    # one torch thread each): clusterings, alignment, labels and evaluation are the ones of a
+    # pass batch after batch, bit for bit; so are the weights trained on those labels.
+    from otcluster_video import load_preset
+
+    assert load_preset("cpu").training.eval_threads == 2
+    one, two = (_tiny_run(cross_cpu, tmp_path / f"e{n}", 2, {"training.eval_threads": n})
+                for n in (1, 2))
+    assert len(one["labels"]) == 24
+    assert two["weights"] == one["weights"]
+    assert two["labels"] == one["labels"]
+    assert two["headline"] == one["headline"]
+
+
+@pytest.mark.slow
 def test_portable_kernels_give_the_same_run_on_an_avx2_cpu(tmp_path, cross_cpu):
     # The cpu preset's training.kernels = "portable" (oneDNN off, MKL's COMPATIBLE branch): the
     # same tiny run with every library limited to AVX2 (another CPU, emulated; FFmpeg too, when
