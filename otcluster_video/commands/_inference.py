@@ -29,8 +29,8 @@ from .._probe import VideoInfo, load_manifest
 from .._run import RunPaths, write_text
 from ..dataset import AVDataset
 
-__all__ = ["LoadedRun", "Features", "extract", "heads_log_probs", "load_run", "predict",
-           "stream_weights"]
+__all__ = ["LoadedRun", "Features", "extract", "heads_log_probs", "load_run", "pass_threads",
+           "predict", "stream_weights"]
 
 _CHUNK = 4096  # rows of features per head evaluation
 
@@ -147,6 +147,12 @@ class Features:
     failed: set[int]
 
 
+def pass_threads(config: VideoRecipeConfig, device: str | torch.device) -> int:
+    """Batches of an inference pass computed at once (:func:`otcluster._threads.map_batches`):
+    ``training.eval_threads`` on the CPU, one on a GPU."""
+    return config.training.eval_threads if torch.device(device).type == "cpu" else 1
+
+
 def extract(
     loaded: LoadedRun,
     dataset: AVDataset,
@@ -186,7 +192,7 @@ def extract(
     def encode(xs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: model.encode(x, m).float().cpu() for m, x in xs.items()}
 
-    threads = loaded.config.training.eval_threads if device.type == "cpu" else 1
+    threads = pass_threads(loaded.config, device)
     with kernel_scope(loaded.config), torch.no_grad(), \
             torch.autocast(device.type, enabled=device.type == "cuda"):
         batches = tqdm(loader, desc="extracting", disable=not progress, leave=False)

@@ -73,9 +73,9 @@ def _random_init_features(
             enc.eval()
         batches = tqdm(DataLoader(dataset, **loader_kw), desc="random init: features",
                        disable=not progress, leave=False)
-        threads = config.training.eval_threads if torch.device(device).type == "cpu" else 1
         for z in map_batches(lambda b: {m: enc(b[m].to(device)).float().cpu()
-                                        for m, enc in encoders.items()}, batches, threads):
+                                        for m, enc in encoders.items()},
+                             batches, _inference.pass_threads(config, device)):
             for m in encoders:
                 feats[m].append(z[m])
     return {m: torch.cat(v) for m, v in feats.items()}
