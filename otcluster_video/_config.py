@@ -264,10 +264,10 @@ class TrainingConfig:
     ``align`` matches the audio heads to the video heads at initialisation (eq. 7): ``"exact"``,
     ``"greedy"`` or ``"none"``. Old names (``prior = "gauss"``, ``prior_std``, ``align_init``) are
     read with a ``DeprecationWarning``. ``prior_warmup`` / ``prior_warmup_tau``: see
-    :class:`otcluster.TrainerConfig`. ``threads`` caps torch's threads while training (0: all cores; 1:
-    the same labels on any thread count, and then ``eval_threads`` inference batches and ``step_threads``
-    parts of each training convolution run at once: the same labels on more cores); ``kernels``:
-    ``"portable"`` rounds the same way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`),
+    :class:`otcluster.TrainerConfig`. ``threads`` caps torch's threads while training (0: all
+    cores; 1: the same labels on any thread count, and then ``eval_threads`` batches of the
+    inference passes run at once, for the same labels on more cores); ``kernels``: ``"portable"``
+    rounds the same way on any x86_64 CPU with AVX2 (:func:`otcluster.portable_kernels`),
     ``"fast"`` uses torch's per-CPU kernels (``docs/video.md``, "Reproducibility").
     """
 
@@ -289,7 +289,6 @@ class TrainingConfig:
     seed: int = 0
     threads: int = 0
     eval_threads: int = 1
-    step_threads: int = 1
     kernels: str = "fast"
 
     _SECTION: ClassVar[str] = "training"
@@ -316,7 +315,6 @@ class TrainingConfig:
         "seed": _at_least(0),
         "threads": (_COUNT[0], "a non-negative integer (0: torch's default)"),
         "eval_threads": (lambda v: _COUNT[0](v) and v >= 1, "a positive integer"),
-        "step_threads": (lambda v: _COUNT[0](v) and v >= 1, "a positive integer"),
         "kernels": (lambda v: v in KERNEL_KINDS, f"one of {KERNEL_KINDS}"),
     }
     _CROSS: ClassVar[list] = []

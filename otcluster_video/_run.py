@@ -54,7 +54,7 @@ __all__ = [
 #: lam-scaling: so that a run whose train.log warns that Sinkhorn did not converge can go on
 #: with a higher max_iter, or fewer passes; and the labelling's weights, unused in training).
 RESUMABLE_CHANGES = ("name", "training.epochs", "training.threads", "training.eval_threads",
-                     "training.step_threads", "training.kernels", "data.num_workers",
+                     "training.kernels", "data.num_workers",
                      "data.cache_dir", "clustering.sinkhorn_tol", "clustering.sinkhorn_max_iter",
                      "clustering.sinkhorn_scaling_stages", "clustering.label_weights")
 

@@ -108,7 +108,6 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "block_rows": (_pos_int, "a positive integer"),
     "eval_batch_size": (_opt(_pos_int), "a positive integer or None"),
     "eval_threads": (_pos_int, "a positive integer"),
-    "step_threads": (_pos_int, "a positive integer"),
     "prefetch": (lambda v: isinstance(v, bool), "a bool"),
 }
 
@@ -279,11 +278,6 @@ class TrainerConfig:
         Batches of those passes computed at once on the CPU, each on one thread, when torch
         runs on one thread (``torch.set_num_threads(1)``): the same outputs, bit for bit, on
         more cores (:func:`otcluster._threads.map_batches`).
-    step_threads : int, default 1
-        On the CPU with torch on one thread, each training step's convolutions run on this many
-        threads: the forward pass in chunks of the batch, the input and weight gradients side by
-        side, each float as on one thread (:func:`otcluster._threads.split_convolutions`; ATen's
-        own convolutions, as under :func:`otcluster.portable_kernels`; others run as usual).
     prefetch : bool, default True
         Without DataLoader workers (``num_workers = 0``) and on one torch thread, load the next
         training batch on a background thread during each step's backward pass: the same random
@@ -335,7 +329,6 @@ class TrainerConfig:
     block_rows: int = 8192
     eval_batch_size: int | None = None
     eval_threads: int = 1
-    step_threads: int = 1
     prefetch: bool = True
 
     def validate(self) -> TrainerConfig:

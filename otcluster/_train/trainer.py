@@ -35,7 +35,6 @@ from .._distributed import (
 from .._heads import HeadConfig  # noqa: F401 - the docstring example
 from .._labeler import SinkhornLabeler, decorrelated_head_groups
 from .._schedule import LinearWarmup, WarmupCosine, clustering_steps, steps_per_epoch
-from .._threads import split_convolutions
 from . import inference
 from .alignment import align_heads
 from .clustering import Clusterer, check_ground_truth, score, size_stats, use_memory_bounded
@@ -309,8 +308,7 @@ class SelfLabelTrainer:
         loader = self.passes.loader(self.dataset, positions, cfg.batch_size, self.modalities)
         self._train_module.train()
         total, count = 0.0, 0
-        with Prefetch(loader, cfg.prefetch and cfg.num_workers == 0) as batches, \
-                split_convolutions(cfg.step_threads if self.device.type == "cpu" else 1):
+        with Prefetch(loader, cfg.prefetch and cfg.num_workers == 0) as batches:
             bar = self.passes.bar(batches, f"epoch {epoch + 1}/{cfg.epochs}",
                                   total=self.steps_per_epoch)
             for i, batch in enumerate(bar):
@@ -321,7 +319,8 @@ class SelfLabelTrainer:
                 count += 1
                 if i % 10 == 0 and hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{total / count:.3f}")
-        getattr(bar, "close", lambda: None)()
+        if hasattr(bar, "close"):
+            bar.close()
         stats = all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64),
                                self.process_group)
         self.epoch_ = epoch + 1

@@ -175,18 +175,14 @@ def _tiny_run(cross_cpu, out, threads: int, extra: dict | None = None,
 
 
 @pytest.mark.slow
-def test_eval_and_step_threads_change_nothing_in_a_run(tmp_path, cross_cpu):
+def test_eval_threads_change_nothing_in_a_run(tmp_path, cross_cpu):
     # The cpu preset computes 2 batches of each inference pass at once (training.eval_threads,
     # one torch thread each): clusterings, alignment, labels and evaluation are the ones of a
-    # pass batch after batch, bit for bit; so are the weights trained on those labels. It also
-    # runs each training convolution on 2 threads (training.step_threads: batch halves, the
-    # input and weight gradients side by side), again with the floats of one thread.
+    # pass batch after batch, bit for bit; so are the weights trained on those labels.
     from otcluster_video import load_preset
 
-    training = load_preset("cpu").training
-    assert (training.eval_threads, training.step_threads) == (2, 2)
-    one, two = (_tiny_run(cross_cpu, tmp_path / f"e{n}", 2,
-                          {"training.eval_threads": n, "training.step_threads": n})
+    assert load_preset("cpu").training.eval_threads == 2
+    one, two = (_tiny_run(cross_cpu, tmp_path / f"e{n}", 2, {"training.eval_threads": n})
                 for n in (1, 2))
     assert len(one["labels"]) == 24
     assert two["weights"] == one["weights"]
