@@ -142,7 +142,7 @@ def run_demo(
     else:
         if data_dir.exists():
             shutil.rmtree(data_dir)
-        make_synthetic_dataset(data_dir, **data_cfg)
+        make_synthetic_dataset(data_dir, threads=2, **data_cfg)  # the same files on 1 or 2
         write_text(stamp, json.dumps(data_cfg))
         print(
             f"wrote {data_cfg['n_videos']} videos of {data_cfg['n_classes']} classes and "

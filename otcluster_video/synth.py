@@ -18,6 +18,7 @@ import colorsys
 import csv
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,7 @@ def make_synthetic_dataset(
     degrade_fraction: float = 0.25,
     seed: int = 0,
     broken: int = 0,
+    threads: int = 1,
 ) -> Path:
     """Write a folder of labelled synthetic MP4 videos and a ground-truth CSV.
 
@@ -256,6 +258,9 @@ def make_synthetic_dataset(
         Number of extra broken files (cycling through a truncated MP4, a video without audio,
         a text file named ``.mp4`` and a 0.5 s clip) written into the class folders as
         ``broken_<k>_<kind>.mp4``. They are *not* listed in the ground truth.
+    threads : int
+        Videos rendered and encoded at once (each from its own generator, so the files are
+        the same on any number; the demo uses 2).
 
     Returns
     -------
@@ -274,6 +279,8 @@ def make_synthetic_dataset(
         raise ValueError(f"n_classes must be in [1, {len(VISUAL_SIGNATURES)}], got {n_classes}")
     if n_videos < 1 or broken < 0:
         raise ValueError(f"need n_videos >= 1 and broken >= 0, got {n_videos} and {broken}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if size < 8 or size % 2:
         raise ValueError(f"size must be an even number >= 8, got {size}")
     if not 0.0 <= degrade_fraction <= 0.5:
@@ -288,15 +295,21 @@ def make_synthetic_dataset(
     degraded[order[:n_deg]] = "video"
     degraded[order[n_deg : 2 * n_deg]] = "audio"
     n_frames = max(int(round(seconds * fps)), 1)
-    rows = []
-    for i in range(n_videos):
+
+    def write_video(i: int) -> tuple[str, str, str]:
         cls = i % n_classes
         rng = np.random.default_rng([seed, 2, i])
         frames = _render_video(rng, cls, n_frames, fps, size, degraded[i] == "video")
         wave = _render_audio(rng, cls, n_classes, seconds, sample_rate, degraded[i] == "audio")
         rel = f"{names[cls]}/{i:05d}.mp4"
         write_mp4(out_dir / rel, frames, fps, wave, sample_rate)
-        rows.append((rel, names[cls], degraded[i]))
+        return rel, names[cls], degraded[i]
+
+    if threads == 1:
+        rows = [write_video(i) for i in range(n_videos)]
+    else:
+        with ThreadPoolExecutor(min(threads, n_videos)) as pool:
+            rows = list(pool.map(write_video, range(n_videos)))
     for k in range(broken):
         kind = _BROKEN_KINDS[k % len(_BROKEN_KINDS)]
         path = out_dir / names[k % n_classes] / f"broken_{k:03d}_{kind}.mp4"

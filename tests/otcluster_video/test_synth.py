@@ -73,6 +73,19 @@ def test_visual_class_is_the_pattern_not_the_colour(synth_dir):
     assert spread > 20  # the colour differs between clips of the same class
 
 
+def test_threads_write_the_same_files(tmp_path):
+    # each video draws from its own generator: rendering several at once changes no byte
+    spec = {"n_videos": 7, "n_classes": 3, "size": 16, "seconds": 0.6, "degrade_fraction": 0.3,
+            "broken": 2}
+    one = make_synthetic_dataset(tmp_path / "one", **spec)
+    three = make_synthetic_dataset(tmp_path / "three", threads=3, **spec)
+    assert one.read_text() == three.read_text()
+    files = sorted(p.relative_to(one.parent) for p in one.parent.rglob("*.mp4"))
+    assert len(files) == 7 + 2
+    assert files == sorted(p.relative_to(three.parent) for p in three.parent.rglob("*.mp4"))
+    assert all((one.parent / f).read_bytes() == (three.parent / f).read_bytes() for f in files)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -80,6 +93,8 @@ def test_visual_class_is_the_pattern_not_the_colour(synth_dir):
         ({"size": 15}, "size"),
         ({"degrade_fraction": 0.6}, "degrade_fraction"),
         ({"broken": -1}, "broken"),
+        ({"threads": 0}, "threads"),
+        ({"threads": True}, "threads"),
     ],
 )
 def test_rejects_bad_arguments(tmp_path, kwargs, match):
