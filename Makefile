@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# installed: the video and dev extras (tests, lint, benchmarks); the video extras alone (the demo)
+# install stamps: STAMP, the video and dev extras (tests, lint, benchmarks); DEMO_STAMP, video only
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-video
 PYTEST_ARGS ?=
@@ -21,7 +21,7 @@ $(DEMO_STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[video]'
 	touch $(DEMO_STAMP)
 
-# `make demo` installs without the dev extras (20 s less from a fresh clone); `make test` adds them
+# `make demo` installs without the dev extras (11-20 s less from a fresh clone); `make test` adds them
 $(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[video,dev]'
 	touch $(STAMP)
