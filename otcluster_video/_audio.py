@@ -9,7 +9,7 @@ import torch
 import torchaudio
 from torch import nn
 
-__all__ = ["LogMelSpectrogram", "n_spectrogram_frames", "spec_augment", "volume_jitter"]
+__all__ = ["LogMelSpectrogram", "n_spectrogram_frames", "spec_augment", "volume_jitter", "white_noise"]
 
 _WINDOWS = ("rect", "hann", "hamming")
 
@@ -187,6 +187,29 @@ def volume_jitter(
     """
     factor = low + (high - low) * torch.rand((), generator=generator)
     return waveform * factor
+
+
+def white_noise(waveform: torch.Tensor, low_db: float, high_db: float) -> torch.Tensor:
+    """Add white Gaussian noise at a signal-to-noise ratio drawn from ``U(low_db, high_db)`` dB
+    (training augmentation; torch's global random source; :func:`torchaudio.functional.add_noise`).
+
+    Parameters
+    ----------
+    waveform : Tensor of shape (n_samples,)
+        Input; not modified. A silent waveform stays silent.
+    low_db, high_db : float
+        Range of the ratio of the signal's power to the noise's, in decibels.
+
+    Returns
+    -------
+    Tensor of shape (n_samples,)
+    """
+    if waveform.dim() != 1 or not low_db <= high_db:
+        raise ValueError(f"need a (n_samples,) waveform and low_db <= high_db, got shape "
+                         f"{tuple(waveform.shape)} and [{low_db}, {high_db}]")
+    snr = low_db + (high_db - low_db) * torch.rand(())
+    noise = torch.randn_like(waveform)
+    return torchaudio.functional.add_noise(waveform, noise, snr.to(waveform.dtype))
 
 
 def spec_augment(spec: torch.Tensor, freq_mask: int, time_mask: int) -> torch.Tensor:

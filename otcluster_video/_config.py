@@ -18,7 +18,8 @@ from otcluster._schedule import LR_SCHEDULES, OPTIMIZERS  # the core's TrainerCo
 from otcluster._train.first_labels import INIT_LABELS  # the core's TrainerConfig.init_labels
 from otcluster._train.weighting import WEIGHTINGS  # the core's TrainerConfig.modality_weights
 
-from ._rules import _COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _renamed, _validate
+from ._rules import (_COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _pair, _renamed,
+                     _validate)
 from .models import EncoderConfig
 
 __all__ = ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
@@ -33,10 +34,6 @@ def _prior_ok(p: Any) -> bool:
     if isinstance(p, str):
         return p in PRIOR_KINDS
     return isinstance(p, tuple) and len(p) >= 2 and all(_num(x) and x >= 0 for x in p) and sum(p) > 0
-
-
-def _pair(v: Any, ok: Any) -> bool:  # a [video, audio] setting
-    return isinstance(v, tuple) and len(v) == 2 and all(ok(x) for x in v)
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,9 @@ class AudioConfig:
     Training-time augmentations: ``volume_jitter``, the gain range (``[1, 1]`` disables it);
     ``freq_mask`` / ``time_mask``, the widest band of mel bins / frames that one SpecAugment
     mask hides per clip (0 = none); ``pitch_shift``, the largest pitch shift in semitones, drawn
-    uniformly from ``[-pitch_shift, pitch_shift]`` per clip (0 = none). ``normalize = "clip"``
+    uniformly from ``[-pitch_shift, pitch_shift]`` per clip (0 = none); ``noise``, the share of
+    clips given white noise at a signal-to-noise ratio drawn from ``noise_snr`` (dB; 0 = none).
+    ``normalize = "clip"``
     subtracts each clip's mean log-mel (training and inference), so that its loudness does not
     count; ``"none"``: the paper's.
     """
@@ -125,6 +124,8 @@ class AudioConfig:
     freq_mask: int = 0
     time_mask: int = 0
     pitch_shift: float = 0.0
+    noise: float = 0.0
+    noise_snr: tuple[float, float] = (-30.0, 10.0)
     normalize: str = "none"
 
     _SECTION: ClassVar[str] = "audio"
@@ -137,6 +138,8 @@ class AudioConfig:
         "volume_jitter": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
         **dict.fromkeys(("freq_mask", "time_mask"), _COUNT),
         "pitch_shift": (lambda v: _num(v) and 0 <= v <= 24, "in [0, 24] (semitones)"),
+        "noise": _PROBABILITY,
+        "noise_snr": (lambda v: _pair(v, _num) and v[0] <= v[1], "[low, high] dB, low <= high"),
         "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
     _CROSS: ClassVar[list] = [
@@ -163,7 +166,9 @@ class VisualConfig:
     ``scale_jitter = (lo, hi)`` draws the training short side from ``[lo, hi]`` (the public code
     uses (128, 160)); ``(0, 0)`` resizes to ``resize``. ``grayscale`` and ``channel_shuffle``
     are probabilities of the colour augmentations, ``vflip`` of a vertical flip (all off in the
-    paper; a vertical flip only where no class depends on up and down). ``normalize = "clip"``
+    paper; a vertical flip only where no class depends on up and down), ``degrade`` of the
+    paper's degraded picture (fig. 2: every frame down-sampled by 4, 8 or 16 and back, then
+    Gaussian noise of standard deviation up to 0.25). ``normalize = "clip"``
     standardises each clip per colour channel (its own mean and standard deviation over frames
     and pixels, training and inference) instead of the fixed ``mean`` and ``std``: a clip's
     colours, brightness and contrast then say nothing of its class (off in the paper).
@@ -176,6 +181,7 @@ class VisualConfig:
     vflip: float = 0.0
     grayscale: float = 0.0
     channel_shuffle: float = 0.0
+    degrade: float = 0.0
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     normalize: str = "none"
@@ -183,7 +189,7 @@ class VisualConfig:
     _SECTION: ClassVar[str] = "visual"
     _RULES: ClassVar[dict[str, Rule]] = {
         "crop": _at_least(1),
-        **dict.fromkeys(("hflip", "vflip", "grayscale", "channel_shuffle"), _PROBABILITY),
+        **dict.fromkeys(("hflip", "vflip", "grayscale", "channel_shuffle", "degrade"), _PROBABILITY),
         "std": (lambda v: min(v) > 0, "positive"),
         "normalize": (lambda v: v in ("none", "clip"), "'none' or 'clip'"),
     }
@@ -232,13 +238,8 @@ class HeadsConfig:
 
     _SECTION: ClassVar[str] = "heads"
     _RULES: ClassVar[dict[str, Rule]] = {
-        "n_heads": _at_least(1),
-        "n_clusters": _at_least(2),
-        "hidden_dim": _at_least(1),
-        "dropout": _FRACTION,
-        "head_groups": _at_least(1),
-        "overcluster": _at_least(1),
-    }
+        **dict.fromkeys(("n_heads", "hidden_dim", "head_groups", "overcluster"), _at_least(1)),
+        "n_clusters": _at_least(2), "dropout": _FRACTION}
     _CROSS: ClassVar[list] = [
         (lambda c: c.head_groups <= c.n_heads, "heads.head_groups must be in [1, n_heads]"),
     ]

@@ -31,6 +31,10 @@ def _above(lo: float) -> Rule:
     return (lambda v: _num(v) and v > lo, f"> {lo:g}")
 
 
+def _pair(v: Any, ok: Callable[[Any], bool]) -> bool:  # a [first, second] setting
+    return isinstance(v, tuple) and len(v) == 2 and all(ok(x) for x in v)
+
+
 _COUNT: Rule = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                 "a non-negative integer")
 _PROBABILITY: Rule = (lambda v: _num(v) and 0.0 <= v <= 1.0, "a probability in [0, 1]")

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from otcluster._io import atomic_open
 from otcluster._threads import limit_threads
 
-from ._audio import LogMelSpectrogram, spec_augment, volume_jitter
+from ._audio import LogMelSpectrogram, spec_augment, volume_jitter, white_noise
 from ._config import VideoRecipeConfig
 from ._decode import DecodeError, _scaled_size, read_audio, read_clip
 from ._probe import VideoInfo, load_manifest
@@ -190,6 +190,8 @@ class AVDataset(Dataset):
             wave = self._read_audio(info, audio_start)
         if self.train and a.volume_jitter != (1.0, 1.0):
             wave = volume_jitter(wave, *a.volume_jitter)
+        if self.train and a.noise > 0 and float(torch.rand(())) < a.noise:
+            wave = white_noise(wave, *a.noise_snr)
         shift = 0.0
         if self.train and a.pitch_shift > 0:
             shift = float(a.pitch_shift * (2.0 * torch.rand(()) - 1.0))

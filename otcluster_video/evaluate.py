@@ -24,6 +24,8 @@ import torch
 from otcluster import average_views
 from otcluster.metrics import cluster_report
 
+from ._transforms import degrade_frames
+
 __all__ = [
     "EvalRow",
     "degrade_frames",
@@ -214,46 +216,6 @@ def format_table(rows: Sequence[EvalRow], *, title: str = "") -> str:
     out += [line(header), "-" * len(line(header))]
     out += [line(b) for b in body]
     return "\n".join(out)
-
-
-def degrade_frames(video: torch.Tensor, factor: int) -> torch.Tensor:
-    """Nearest-neighbour down-sampling of every frame by ``factor``, then up-sampling back.
-
-    The paper's degraded-modality experiment (fig. 2, appendix A.5) with factors 1, 4, 8, 16.
-
-    Parameters
-    ----------
-    video : Tensor of shape (..., H, W)
-        Frames, e.g. a clip ``(C, T, H, W)`` or a batch ``(B, C, T, H, W)``.
-    factor : int
-        Down-sampling factor (>= 1); 1 returns the input unchanged. The reduced size is
-        ``max(1, H // factor) x max(1, W // factor)``.
-
-    Returns
-    -------
-    Tensor of the same shape and dtype as ``video``.
-
-    Examples
-    --------
-    >>> x = torch.arange(16.0).reshape(1, 4, 4)
-    >>> degrade_frames(x, 2)[0].tolist()
-    [[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0], [8.0, 8.0, 10.0, 10.0], [8.0, 8.0, 10.0, 10.0]]
-    """
-    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
-        raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
-    if video.ndim < 2:
-        raise ValueError(f"video must have shape (..., H, W), got {tuple(video.shape)}")
-    if factor == 1:
-        return video
-    h, w = video.shape[-2:]
-    flat = video.reshape(-1, 1, h, w)
-    dtype = flat.dtype
-    work = flat if flat.is_floating_point() else flat.float()
-    small = torch.nn.functional.interpolate(
-        work, size=(max(1, h // factor), max(1, w // factor)), mode="nearest"
-    )
-    back = torch.nn.functional.interpolate(small, size=(h, w), mode="nearest")
-    return back.to(dtype).reshape(video.shape)
 
 
 def retrieval_recall(
