@@ -10,8 +10,8 @@ from typing import Any
 # ``otcluster-video --help`` and ``import otcluster_video`` do not import torch, PyAV or
 # torchaudio (:func:`__getattr__`).
 _LAZY = {
-    **dict.fromkeys(["LogMelSpectrogram", "n_spectrogram_frames", "spec_augment", "volume_jitter"],
-                    "._audio"),
+    **dict.fromkeys(["LogMelSpectrogram", "n_spectrogram_frames", "spec_augment", "volume_jitter",
+                     "white_noise"], "._audio"),
     **dict.fromkeys(
         ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",
          "HeadsConfig", "TrainingConfig", "VideoRecipeConfig", "VisualConfig"],
@@ -25,7 +25,7 @@ _LAZY = {
          "load_manifest", "prepare", "probe"],
         "._probe",
     ),
-    **dict.fromkeys(["ClipStandardize", "VideoTransform"], "._transforms"),
+    **dict.fromkeys(["ClipStandardize", "RandomDegrade", "VideoTransform"], "._transforms"),
     "AVDataset": ".dataset",
     "write_explorer": ".explore",
     **dict.fromkeys(["AudioResNet", "EncoderConfig", "VideoResNet2Plus1D", "build_encoder"],
@@ -71,6 +71,7 @@ __all__ = [
     "LogMelSpectrogram",
     "PrepareReport",
     "ProbeError",
+    "RandomDegrade",
     "SkippedFile",
     "SourceFormat",
     "TrainingConfig",
@@ -93,5 +94,6 @@ __all__ = [
     "read_clip",
     "spec_augment",
     "volume_jitter",
+    "white_noise",
     "write_explorer",
 ]

@@ -18,8 +18,7 @@ from otcluster._schedule import LR_SCHEDULES, OPTIMIZERS  # the core's TrainerCo
 from otcluster._train.first_labels import INIT_LABELS  # the core's TrainerConfig.init_labels
 from otcluster._train.weighting import WEIGHTINGS  # the core's TrainerConfig.modality_weights
 
-from ._rules import (_COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _pair, _renamed,
-                     _validate)
+from ._rules import _COUNT, _FRACTION, _PROBABILITY, Rule, _above, _at_least, _num, _pair, _renamed, _validate
 from .models import EncoderConfig
 
 __all__ = ["AudioConfig", "ClipConfig", "ClusteringConfig", "DataConfig", "EncodersConfig",

@@ -94,7 +94,8 @@ class VideoTransform:
 
     Training: resize the short side to ``resize`` (or to a random size in ``scale_jitter``),
     random ``crop`` x ``crop`` crop, horizontal flip, optional vertical flip, random grayscale
-    and channel shuffle, ``/ 255``, optionally a degraded picture (:class:`RandomDegrade`), normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
+    and channel shuffle, ``/ 255``, optionally a degraded picture (:class:`RandomDegrade`),
+    normalise. Evaluation: resize and centre crop, ``/ 255``, normalise.
     Normalising uses the fixed ``mean`` and ``std``, or with ``normalize = "clip"`` each clip's
     own per-channel statistics (:class:`ClipStandardize`).
     The same random parameters apply to every frame of a clip.

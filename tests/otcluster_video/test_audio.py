@@ -9,6 +9,7 @@ from otcluster_video import (
     n_spectrogram_frames,
     spec_augment,
     volume_jitter,
+    white_noise,
 )
 
 
@@ -122,3 +123,28 @@ def test_spec_augment_masks_are_drawn_up_to_the_width_and_zero_is_off():
         spec_augment(torch.randn(1, 64, 99), 8, 10)
     with pytest.raises(ValueError, match=r"mask widths \(65, 10\)"):
         spec_augment(spec, 65, 10)
+
+
+@pytest.mark.parametrize("snr_db", [-30.0, 0.0, 10.0])
+def test_white_noise_adds_noise_at_the_drawn_ratio(snr_db):
+    torch.manual_seed(0)
+    wave = 0.5 * torch.sin(torch.arange(16000) * 0.07)
+    noisy = white_noise(wave, snr_db, snr_db)
+    noise = noisy - wave
+    measured = 10 * torch.log10(wave.pow(2).mean() / noise.pow(2).mean())
+    assert abs(float(measured) - snr_db) < 0.01
+    assert abs(float(noise.mean())) < 0.05 * float(noise.std())  # zero-mean noise
+    drawn = []
+    for seed in range(20):  # a range: each call draws its ratio from it
+        torch.manual_seed(seed)
+        n = white_noise(wave, -10.0, 5.0) - wave
+        drawn.append(float(10 * torch.log10(wave.pow(2).mean() / n.pow(2).mean())))
+    assert -10.0 - 1e-3 <= min(drawn) < max(drawn) <= 5.0 + 1e-3 and max(drawn) - min(drawn) > 5
+
+
+def test_white_noise_keeps_silence_and_checks_its_input():
+    assert torch.equal(white_noise(torch.zeros(400), -10.0, 0.0), torch.zeros(400))
+    with pytest.raises(ValueError, match="low_db <= high_db"):
+        white_noise(torch.zeros(400), 5.0, -5.0)
+    with pytest.raises(ValueError, match=r"\(n_samples,\) waveform"):
+        white_noise(torch.zeros(2, 400), -5.0, 5.0)

@@ -66,6 +66,10 @@ def test_overrides_and_files(tmp_path):
         ("[audio]\nvolume_jitter = [3.0, 0.33]\n", "audio.volume_jitter must be 0 < low <= high"),
         ("[audio]\npitch_shift = -1.0\n", r"audio.pitch_shift must be in \[0, 24\]"),
         ("[audio]\npitch_shift = 30\n", r"audio.pitch_shift must be in \[0, 24\]"),
+        ("[audio]\nnoise = 1.5\n", r"audio.noise must be a probability"),
+        ("[audio]\nnoise_snr = [10.0, -10.0]\n", r"audio.noise_snr must be \[low, high\] dB"),
+        ("[audio]\nnoise_snr = [-10.0, nan]\n", r"audio.noise_snr\[1\] must be a finite number"),
+        ("[visual]\ndegrade = 2\n", r"visual.degrade must be a probability"),
     ],
 )
 def test_bad_presets_raise_naming_the_key(tmp_path, text, match):

@@ -83,6 +83,23 @@ def test_pitch_shift_changes_training_items_only(prepared, cpu_config):
     assert not torch.allclose(draws[0], draws[1], atol=1e-3)
 
 
+def test_audio_noise_changes_training_items_only_and_is_off_by_default(prepared, cpu_config):
+    quiet = dataclasses.replace(
+        cpu_config, audio=dataclasses.replace(cpu_config.audio, volume_jitter=(1.0, 1.0)))
+    loud = dataclasses.replace(quiet, audio=dataclasses.replace(quiet.audio, noise=1.0,
+                                                                 noise_snr=(-30.0, -30.0)))
+    assert quiet.audio.noise == 0.0
+    assert torch.equal(AVDataset(prepared.videos, quiet, train=False)[1]["audio"],
+                       AVDataset(prepared.videos, loud, train=False)[1]["audio"])
+    torch.manual_seed(0)
+    clean = AVDataset(prepared.videos, quiet, train=True)[1]
+    torch.manual_seed(0)
+    noisy = AVDataset(prepared.videos, loud, train=True)[1]
+    assert torch.isfinite(noisy["audio"]).all() and noisy["audio"].shape == clean["audio"].shape
+    # white noise 30 dB above the signal fills every band: the log-mel image is much louder
+    assert float(noisy["audio"].mean()) > float(clean["audio"].mean()) + 3.0
+
+
 def test_clip_normalisation_removes_the_mean_log_mel_in_training_and_inference(
         prepared, cpu_config):
     centred = dataclasses.replace(

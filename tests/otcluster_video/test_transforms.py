@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from otcluster_video import ClipStandardize, VideoTransform, VisualConfig
+from otcluster_video import ClipStandardize, RandomDegrade, VideoTransform, VisualConfig
+from otcluster_video.evaluate import degrade_frames
 
 CFG = VisualConfig(resize=36, scale_jitter=(34, 44), crop=32, hflip=0.5)
 
@@ -71,6 +72,41 @@ def test_vertical_flip_is_off_by_default_and_flips_every_frame_when_asked():
     assert not torch.equal(torch.rand(1), after_default)  # a flip, even unlikely, draws one more
     with pytest.raises(ValueError, match="vflip"):
         dataclasses.replace(CFG, vflip=1.5)
+
+
+def test_random_degrade_makes_blocks_and_adds_bounded_noise():
+    clip = torch.rand(3, 3, 32, 32)
+    torch.manual_seed(0)
+    blocks = [RandomDegrade(factors=(16,), max_noise=0.0)(clip) for _ in range(2)]
+    assert torch.equal(blocks[0], degrade_frames(clip, 16)) and torch.equal(blocks[0], blocks[1])
+    assert blocks[0][0, 0].unique().numel() <= 4  # 2 x 2 blocks of a 32 px frame
+    torch.manual_seed(0)
+    noisy = [RandomDegrade(factors=(4,), max_noise=0.25)(clip) for _ in range(40)]
+    assert all(x.shape == clip.shape and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+               for x in noisy)
+    sds = [float((x - degrade_frames(clip, 4)).std()) for x in noisy]
+    assert max(sds) < 0.25 and max(sds) - min(sds) > 0.1  # sd drawn from U(0, 0.25), then clipped
+    with pytest.raises(ValueError, match="factors"):
+        RandomDegrade(factors=(0,))
+
+
+def test_degrade_is_off_by_default_and_applies_only_in_training():
+    assert CFG.degrade == 0.0 and "RandomDegrade" not in repr(VideoTransform(CFG, train=True))
+    torch.manual_seed(3)
+    VideoTransform(CFG, train=True)(_clip())
+    after_default = torch.rand(1)
+    torch.manual_seed(3)
+    VideoTransform(dataclasses.replace(CFG, degrade=1e-9), train=True)(_clip())
+    assert not torch.equal(torch.rand(1), after_default)  # asked for, it draws a number
+    always = dataclasses.replace(CFG, degrade=1.0, scale_jitter=(0, 0), resize=32, hflip=0.0)
+    out = VideoTransform(always, train=True)(_clip())
+    assert out.shape == (3, 4, 32, 32) and torch.isfinite(out).all()
+    plain = VideoTransform(dataclasses.replace(always, degrade=0.0), train=True)(_clip())
+    assert not torch.allclose(out, plain, atol=0.1)
+    assert torch.equal(VideoTransform(always, train=False)(_clip()),
+                       VideoTransform(dataclasses.replace(always, degrade=0.0), train=False)(_clip()))
+    with pytest.raises(ValueError, match="visual.degrade must be a probability"):
+        dataclasses.replace(CFG, degrade=-0.1)
 
 
 def test_colour_augmentations_act_on_clips():
