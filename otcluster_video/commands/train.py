@@ -10,6 +10,7 @@ is appended to ``history.jsonl`` as it happens.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import logging
@@ -254,13 +255,21 @@ def train(
             logger.setLevel(level)
 
 
+def _keeping_content(config: VideoRecipeConfig) -> VideoRecipeConfig:
+    """``config`` without the augmentations that destroy a clip's content (``audio.noise``,
+    ``visual.degrade``): the ``"stability"`` weights measure how a stream's clusters hold under
+    nuisances (crop, flip, gain, pitch), not whether a buried signal survives."""
+    return dataclasses.replace(config, audio=dataclasses.replace(config.audio, noise=0.0),
+                               visual=dataclasses.replace(config.visual, degrade=0.0))
+
+
 def _fit(paths: RunPaths, videos: list[VideoInfo], config: VideoRecipeConfig, device: Any,
          process_group: Any, resume: bool, resuming: bool, progress: bool) -> list[dict]:
     rank, world = rank_world(process_group)
     dataset = AVDataset(videos, config, train=True)
     at = config.clustering.stability_position  # the two clips of "stability" at one moment
     stability = None if at is None or config.clustering.modality_weights != "stability" \
-        else AVDataset(videos, config, train=True, position=at)
+        else AVDataset(videos, _keeping_content(config), train=True, position=at)
     tcfg = trainer_config(
         config,
         checkpoint_dir=paths.checkpoints,

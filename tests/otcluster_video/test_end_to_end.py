@@ -354,11 +354,20 @@ def test_stability_clips_are_taken_where_the_configuration_says(run, workspace, 
     with pytest.raises(Stop):  # a position without "stability" builds no second dataset
         cli.main([*base[:-2], "--preset", str(workspace / "tiny.toml"), "--out",
                   str(workspace / "run_stability3"), "--set", 'clustering.modality_weights="equal"'])
-    (train0, none, cfg), (_, middle, _), (train2, at, _), (_, unused, equal) = seen
+    with pytest.raises(Stop):  # the destructive augmentations train, they are not measured
+        cli.main([*base, "--preset", str(workspace / "tiny.toml"), "--out",
+                  str(workspace / "run_stability4"), "--set", "audio.noise=0.5",
+                  "--set", "visual.degrade=0.5"])
+    (train0, none, cfg), (_, middle, _), (train2, at, _), (_, unused, equal), (noisy, kept, _) = seen
     assert none is None and cfg.modality_weights == "stability"
     assert middle.train and middle.position == 0.5
     assert at.train and at.position == 0.25 and train2.position is None and len(at) == len(train2)
     assert unused is None and equal.modality_weights == "equal"
+    assert (noisy.config.audio.noise, noisy.config.visual.degrade) == (0.5, 0.5)
+    assert (kept.config.audio.noise, kept.config.visual.degrade) == (0.0, 0.0) and kept.train
+    assert "RandomDegrade" in repr(noisy.transform) and "RandomDegrade" not in repr(kept.transform)
+    assert dataclasses.replace(kept.config, audio=noisy.config.audio,
+                               visual=noisy.config.visual) == noisy.config
 
 
 def test_a_replaced_manifest_is_refused(run, workspace, capsys):
