@@ -619,10 +619,11 @@ def test_robustness_pairs_prints_the_table_and_never_overwrites_its_json(load_be
     ("robustness_av_screen_overcluster", ["O: overclustering x3, merged"]),
     ("robustness_av_screen_momentum", ["M: label momentum 0.5"]),
     ("robustness_av_screen_vflip", ["K: vertical flip 0.5"]),
+    ("robustness_av_screen_noise", ["N2: noisy sound and degraded pictures 0.25"]),
 ])
 def test_the_screen_pages_numbers_are_their_runs(name, expected):
     """A screen page written by screen_page.py (learning rate; overclustering; label momentum;
-    vertical flip):
+    vertical flip; noise and degraded pictures):
     its baseline is the schedule screen's preset runs, and every paired change, verdict and
     world's mean on the page is recomputed with numpy from the per-run records in its JSON."""
     pages = ROOT / "docs" / "benchmarks"
