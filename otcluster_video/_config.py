@@ -106,9 +106,8 @@ class AudioConfig:
     mask hides per clip (0 = none); ``pitch_shift``, the largest pitch shift in semitones, drawn
     uniformly from ``[-pitch_shift, pitch_shift]`` per clip (0 = none); ``noise``, the share of
     clips given white noise at a signal-to-noise ratio drawn from ``noise_snr`` (dB; 0 = none).
-    ``normalize = "clip"``
-    subtracts each clip's mean log-mel (training and inference), so that its loudness does not
-    count; ``"none"``: the paper's.
+    ``normalize = "clip"`` subtracts each clip's mean log-mel (training and inference), so that
+    its loudness does not count; ``"none"``: the paper's.
     """
 
     sample_rate: int = 48000
